@@ -1,0 +1,412 @@
+//! Connecting, and running transactions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_core::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use crate::dialect::Dialect;
+use crate::error::{Error, Result};
+use crate::redact::redact_url;
+use crate::retry::RetryPolicy;
+use crate::tx::{Tx, TxInner};
+
+/// Pool settings for [`Db::connect_with`].
+///
+/// ```
+/// use std::time::Duration;
+/// use safesync_core::DbOptions;
+///
+/// let opts = DbOptions::default()
+///     .max_connections(32)
+///     .acquire_timeout(Duration::from_secs(5));
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    max_connections: Option<u32>,
+    min_connections: u32,
+    acquire_timeout: Duration,
+    busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    /// sqlx's pool size (10; 1 for an in-memory SQLite database, whose
+    /// connections would otherwise each see a database of their own), a 10 s
+    /// acquire timeout and a 10 s SQLite busy timeout.
+    fn default() -> Self {
+        DbOptions {
+            max_connections: None,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DbOptions {
+    /// Largest number of pooled connections.
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// Connections kept open while idle.
+    #[must_use]
+    pub fn min_connections(mut self, n: u32) -> Self {
+        self.min_connections = n;
+        self
+    }
+
+    /// How long `begin()` waits for a free connection before failing.
+    #[must_use]
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+
+    /// SQLite only: how long a statement waits for another process's
+    /// write lock before failing with "database is locked".
+    #[must_use]
+    pub fn busy_timeout(mut self, d: Duration) -> Self {
+        self.busy_timeout = d;
+        self
+    }
+
+    #[cfg(any(feature = "sqlite", feature = "mysql", feature = "postgres"))]
+    fn pool<DB: sqlx::Database>(&self, default_max: u32) -> sqlx::pool::PoolOptions<DB> {
+        sqlx::pool::PoolOptions::new()
+            .max_connections(self.max_connections.unwrap_or(default_max))
+            .min_connections(self.min_connections)
+            .acquire_timeout(self.acquire_timeout)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// A database: a connection pool on SQLite, MySQL/MariaDB or PostgreSQL,
+/// chosen by URL at run time. Cheap to clone.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use safesync_core::Db;
+///
+/// let db = Db::connect("sqlite::memory:").await?;
+/// db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").await?;
+/// let n = db
+///     .transaction(|tx| Box::pin(async move { tx.execute("INSERT INTO t VALUES (1)").await }))
+///     .await?;
+/// assert_eq!(n, 1);
+/// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: Pool,
+    /// SQLite: transactions of this `Db` queue here for the write lock.
+    gate: Option<Arc<Mutex<()>>>,
+}
+
+#[cfg(not(all(feature = "sqlite", feature = "mysql", feature = "postgres")))]
+fn unsupported(scheme: &str, feature: &str) -> Error {
+    Error::Config(format!(
+        "`{scheme}` URLs need the `{feature}` feature of safesync, which is not enabled"
+    ))
+}
+
+impl Db {
+    /// Connects from a URL: `sqlite:path`, `sqlite::memory:`,
+    /// `mysql://user:pass@host/db` (also `mariadb://`),
+    /// `postgres://user@host/db` (also `postgresql://`).
+    ///
+    /// A file SQLite database is created when missing and opened in WAL mode.
+    /// Errors never contain the password.
+    pub async fn connect(url: &str) -> Result<Db> {
+        Db::connect_with(url, DbOptions::default()).await
+    }
+
+    /// [`Db::connect`] with pool settings.
+    pub async fn connect_with(url: &str, options: DbOptions) -> Result<Db> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let redacted = redact_url(url);
+        let bad_url = |e: sqlx::Error| {
+            Error::Config(format!(
+                "cannot parse database URL `{redacted}`: {}",
+                e.to_string().replace(url, &redacted)
+            ))
+        };
+        let connect_err = |source| Error::Connect {
+            url: redacted.clone(),
+            source,
+        };
+        let _ = (&options, &bad_url, &connect_err);
+        match scheme {
+            "sqlite" => {
+                #[cfg(feature = "sqlite")]
+                {
+                    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+                    use std::str::FromStr;
+                    let memory = url.contains(":memory:") || url.contains("mode=memory");
+                    let mut opts = SqliteConnectOptions::from_str(url)
+                        .map_err(bad_url)?
+                        .create_if_missing(true)
+                        .busy_timeout(options.busy_timeout);
+                    if !memory {
+                        opts = opts.journal_mode(SqliteJournalMode::Wal);
+                    }
+                    let pool = options
+                        .pool(if memory { 1 } else { 4 })
+                        .connect_with(opts)
+                        .await
+                        .map_err(connect_err)?;
+                    Ok(Db::from_sqlite_pool(pool))
+                }
+                #[cfg(not(feature = "sqlite"))]
+                Err(unsupported(scheme, "sqlite"))
+            }
+            "mysql" | "mariadb" => {
+                #[cfg(feature = "mysql")]
+                {
+                    use std::str::FromStr;
+                    let fixed = url.replacen("mariadb:", "mysql:", 1);
+                    let opts =
+                        sqlx::mysql::MySqlConnectOptions::from_str(&fixed).map_err(bad_url)?;
+                    let pool = options
+                        .pool(10)
+                        .connect_with(opts)
+                        .await
+                        .map_err(connect_err)?;
+                    Ok(Db::from_mysql_pool(pool))
+                }
+                #[cfg(not(feature = "mysql"))]
+                Err(unsupported(scheme, "mysql"))
+            }
+            "postgres" | "postgresql" => {
+                #[cfg(feature = "postgres")]
+                {
+                    use std::str::FromStr;
+                    let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(bad_url)?;
+                    let pool = options
+                        .pool(10)
+                        .connect_with(opts)
+                        .await
+                        .map_err(connect_err)?;
+                    Ok(Db::from_pg_pool(pool))
+                }
+                #[cfg(not(feature = "postgres"))]
+                Err(unsupported(scheme, "postgres"))
+            }
+            _ => Err(Error::Config(format!(
+                "unsupported database URL `{redacted}`: expected it to start with \
+                 `sqlite:`, `mysql://`, `mariadb://` or `postgres://`"
+            ))),
+        }
+    }
+
+    /// Wraps an existing SQLite pool (its transactions become `BEGIN IMMEDIATE`).
+    #[cfg(feature = "sqlite")]
+    pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Db {
+        Db {
+            pool: Pool::Sqlite(pool),
+            gate: Some(Arc::new(Mutex::new(()))),
+        }
+    }
+
+    /// Wraps an existing MySQL/MariaDB pool.
+    #[cfg(feature = "mysql")]
+    pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Db {
+        Db {
+            pool: Pool::MySql(pool),
+            gate: None,
+        }
+    }
+
+    /// Wraps an existing PostgreSQL pool.
+    #[cfg(feature = "postgres")]
+    pub fn from_pg_pool(pool: sqlx::PgPool) -> Db {
+        Db {
+            pool: Pool::Postgres(pool),
+            gate: None,
+        }
+    }
+
+    /// The backend's SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "mysql")]
+            Pool::MySql(_) => Dialect::MySql,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// The underlying SQLite pool, for queries of your own.
+    #[cfg(feature = "sqlite")]
+    pub fn as_sqlite(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.pool {
+            Pool::Sqlite(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The underlying MySQL pool, for queries of your own.
+    #[cfg(feature = "mysql")]
+    pub fn as_mysql(&self) -> Option<&sqlx::MySqlPool> {
+        match &self.pool {
+            Pool::MySql(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The underlying PostgreSQL pool, for queries of your own.
+    #[cfg(feature = "postgres")]
+    pub fn as_postgres(&self) -> Option<&sqlx::PgPool> {
+        match &self.pool {
+            Pool::Postgres(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// Begins a transaction. Dropping it without `commit` rolls it back.
+    pub async fn begin(&self) -> Result<Tx<'static>> {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let gate = match &self.gate {
+                    Some(g) => Some(Arc::clone(g).lock_owned().await),
+                    None => None,
+                };
+                let t = p.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx::new(TxInner::Sqlite(t), gate))
+            }
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => Ok(Tx::new(TxInner::MySql(p.begin().await?), None)),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => Ok(Tx::new(TxInner::Postgres(p.begin().await?), None)),
+        }
+    }
+
+    /// Runs `f` in a new transaction: commits when it returns `Ok`, rolls
+    /// back when it returns `Err` or panics.
+    ///
+    /// `f` returns a boxed future (`|tx| Box::pin(async move { … })`) so the
+    /// call stays `Send` inside `tokio::spawn`, which an `async` closure
+    /// borrowing the transaction is not on current rustc.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: for<'t> FnOnce(&'t mut Tx<'static>) -> BoxFuture<'t, Result<T, E>> + Send,
+        E: From<Error> + Send,
+        T: Send,
+    {
+        let mut tx = self.begin().await?;
+        match f(&mut tx).await {
+            Ok(v) => {
+                tx.commit().await?;
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %rb, "rollback after a failed transaction failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in a new transaction per attempt, retrying what `policy`
+    /// deems safe (version conflicts, deadlocks, busy) with back-off.
+    ///
+    /// Every attempt gets a fresh transaction and re-reads what it needs, so
+    /// a retry inside one transaction cannot be written. A non-retryable
+    /// error returns at once, as it is; when attempts or time run out the
+    /// result is [`Error::RetriesExhausted`] with the last error inside.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use safesync_core::{Db, RetryPolicy};
+    ///
+    /// let db = Db::connect("sqlite::memory:").await?;
+    /// let n = db
+    ///     .retry(RetryPolicy::default(), |tx| Box::pin(async move { tx.execute("SELECT 1").await }))
+    ///     .await?;
+    /// # let _ = n;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn retry<T, F>(&self, policy: RetryPolicy, mut f: F) -> Result<T>
+    where
+        F: for<'t> FnMut(&'t mut Tx<'static>) -> BoxFuture<'t, Result<T>> + Send,
+        T: Send,
+    {
+        let start = Instant::now();
+        let mut rng = fastrand::Rng::new();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let err = match self.transaction(&mut f).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !policy.retries(&err) {
+                return Err(err);
+            }
+            let elapsed = start.elapsed();
+            let delay = policy.backoff(attempt, &mut rng);
+            if attempt >= policy.attempts() || elapsed + delay >= policy.elapsed_budget() {
+                return Err(Error::RetriesExhausted {
+                    attempts: attempt,
+                    elapsed,
+                    last: Box::new(err),
+                });
+            }
+            tracing::debug!(attempt, error = %err, ?delay, "retrying in a new transaction");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Runs SQL with no parameters (several statements allowed) outside any
+    /// transaction; returns the rows affected. Meant for DDL and migrations.
+    pub async fn execute(&self, sql: &str) -> Result<u64> {
+        let q = sqlx::raw_sql(sql);
+        let done = match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => {
+                let _gate = match &self.gate {
+                    Some(g) => Some(g.lock().await),
+                    None => None,
+                };
+                q.execute(p).await?.rows_affected()
+            }
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => q.execute(p).await?.rows_affected(),
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => q.execute(p).await?.rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Closes every pooled connection.
+    pub async fn close(&self) {
+        match &self.pool {
+            #[cfg(feature = "sqlite")]
+            Pool::Sqlite(p) => p.close().await,
+            #[cfg(feature = "mysql")]
+            Pool::MySql(p) => p.close().await,
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+}

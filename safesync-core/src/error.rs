@@ -1,0 +1,214 @@
+//! The one error type of safesync.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Shorthand for `Result<T, safesync::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure safesync reports, as variants a caller can match.
+///
+/// Messages name the table, the key and the versions involved, so a log line
+/// alone tells which row lost a race.
+///
+/// ```
+/// use safesync_core::Error;
+///
+/// let err = Error::Conflict { table: "accounts", key: "7".into(), expected: 3, actual: 4 };
+/// assert!(err.is_retryable());
+/// assert_eq!(
+///     err.to_string(),
+///     "version conflict on `accounts` key 7: expected version 3, the row is at version 4"
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A versioned `update` or `delete` found the row at another version than
+    /// the one it was read at: someone else wrote it in between.
+    #[error(
+        "version conflict on `{table}` key {key}: expected version {expected}, the row is at version {actual}"
+    )]
+    Conflict {
+        /// Table of the record.
+        table: &'static str,
+        /// The key, as `Debug` prints it.
+        key: String,
+        /// The version the caller held.
+        expected: i64,
+        /// The version the row had when the conflict was detected.
+        actual: i64,
+    },
+
+    /// The row (or thing) asked for does not exist.
+    #[error("{}", NotFoundDisplay { table: *table, key: key.as_deref() })]
+    NotFound {
+        /// Table of the record, when known.
+        table: Option<&'static str>,
+        /// The key, as `Debug` prints it, when known.
+        key: Option<String>,
+    },
+
+    /// A plain `insert` hit a row with the same key.
+    #[error("duplicate key inserting into `{table}` (key {key}): {message}")]
+    Duplicate {
+        /// Table of the record.
+        table: &'static str,
+        /// The key, as `Debug` prints it.
+        key: String,
+        /// The database's own message, naming the constraint.
+        message: String,
+    },
+
+    /// `lock_nowait` found the row locked by another transaction.
+    #[error("row in `{table}` with key {key} is locked by another transaction")]
+    LockBusy {
+        /// Table of the record.
+        table: &'static str,
+        /// The key, as `Debug` prints it.
+        key: String,
+    },
+
+    /// A named lock could not be taken within its timeout.
+    #[error("named lock `{name}` is held elsewhere; gave up after {waited:?}")]
+    LockTimeout {
+        /// The lock's name.
+        name: String,
+        /// How long the caller waited.
+        waited: Duration,
+    },
+
+    /// A named lock that was held has been lost (its connection died).
+    #[error("named lock `{name}` was lost: its connection is gone")]
+    LockLost {
+        /// The lock's name.
+        name: String,
+    },
+
+    /// A value could not be decoded into the type asked for.
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+
+    /// An error from the database driver (connection, SQL, constraint, type).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// The database could not be reached or refused the login.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL, password replaced by `***`.
+        url: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Bad configuration: an unparsable URL, an unknown scheme, a bad option.
+    /// Never contains a password.
+    #[error("configuration error: {0}")]
+    Config(String),
+
+    /// A retry loop stopped: the last error, and how many attempts ran.
+    #[error("gave up after {attempts} attempt(s) in {elapsed:?}: {last}")]
+    RetriesExhausted {
+        /// Attempts that ran, the failed last one included.
+        attempts: u32,
+        /// Time spent in all attempts and back-off sleeps.
+        elapsed: Duration,
+        /// The error of the last attempt.
+        #[source]
+        last: Box<Error>,
+    },
+}
+
+struct NotFoundDisplay<'a> {
+    table: Option<&'static str>,
+    key: Option<&'a str>,
+}
+
+impl fmt::Display for NotFoundDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.table, self.key) {
+            (Some(t), Some(k)) => write!(f, "no row in `{t}` with key {k}"),
+            (Some(t), None) => write!(f, "no row in `{t}`"),
+            (None, Some(k)) => write!(f, "not found: {k}"),
+            (None, None) => f.write_str("not found"),
+        }
+    }
+}
+
+impl Error {
+    /// A bare [`Error::NotFound`], for handlers that looked something up and
+    /// came back empty.
+    ///
+    /// ```
+    /// # use safesync_core::Error;
+    /// let e = Error::not_found();
+    /// assert_eq!(e.to_string(), "not found");
+    /// ```
+    pub fn not_found() -> Self {
+        Error::NotFound {
+            table: None,
+            key: None,
+        }
+    }
+
+    /// True for errors that a fresh attempt in a new transaction may not hit:
+    /// version conflicts, deadlocks and serialisation failures, SQLite busy.
+    ///
+    /// Lock-wait timeouts are not included; [`Error::is_lock_wait_timeout`]
+    /// tells those apart, and a retry policy may opt in to them.
+    ///
+    /// ```
+    /// # use safesync_core::Error;
+    /// assert!(!Error::not_found().is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Conflict { .. } => true,
+            Error::Database(e) => matches!(
+                crate::dialect::classify(e),
+                Some(crate::dialect::DbErrorKind::Deadlock | crate::dialect::DbErrorKind::Busy)
+            ),
+            _ => false,
+        }
+    }
+
+    /// True when the database gave up waiting for a row lock
+    /// (MySQL 1205, Postgres 55P03).
+    ///
+    /// ```
+    /// # use safesync_core::Error;
+    /// assert!(!Error::not_found().is_lock_wait_timeout());
+    /// ```
+    pub fn is_lock_wait_timeout(&self) -> bool {
+        matches!(self, Error::Database(e) if matches!(
+            crate::dialect::classify(e),
+            Some(crate::dialect::DbErrorKind::LockWaitTimeout | crate::dialect::DbErrorKind::LockNotAvailable)
+        ))
+    }
+
+    /// The innermost error: the last attempt's error for
+    /// [`Error::RetriesExhausted`], the error itself otherwise.
+    ///
+    /// ```
+    /// # use safesync_core::Error;
+    /// let e = Error::RetriesExhausted {
+    ///     attempts: 3,
+    ///     elapsed: std::time::Duration::ZERO,
+    ///     last: Box::new(Error::not_found()),
+    /// };
+    /// assert!(matches!(e.root(), Error::NotFound { .. }));
+    /// ```
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::RetriesExhausted { last, .. } => last.root(),
+            other => other,
+        }
+    }
+}

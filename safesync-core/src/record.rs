@@ -1,0 +1,281 @@
+//! Records: the traits `#[derive(Versioned)]` and `#[derive(Locked)]`
+//! implement, and the operations they give.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::OnceLock;
+
+use sqlx::Database;
+use sqlx::error::BoxDynError;
+
+use crate::dialect::{Dialect, Sql};
+use crate::error::Result;
+use crate::ops;
+use crate::tx::Tx;
+
+/// Static description of a record's table, written by the derive macros.
+///
+/// Every identifier here was checked at compile time to be a plain SQL
+/// identifier (`[A-Za-z_][A-Za-z0-9_]*`).
+#[derive(Debug)]
+pub struct TableMeta {
+    /// Table name.
+    pub table: &'static str,
+    /// Optional schema (Postgres schema, MySQL database).
+    pub schema: Option<&'static str>,
+    /// Stored columns, in field order (skipped fields excluded).
+    pub columns: &'static [&'static str],
+    /// Indexes into `columns` of the key columns, in field order.
+    pub key: &'static [usize],
+    /// Index into `columns` of the version column.
+    pub version: Option<usize>,
+}
+
+/// Per-type cache of the SQL text for each dialect, built once from
+/// [`TableMeta`] on first use.
+#[derive(Debug)]
+pub struct Statements {
+    by_dialect: [OnceLock<Sql>; Dialect::COUNT],
+}
+
+impl Statements {
+    /// An empty cache, for a `static`.
+    #[allow(clippy::new_without_default)] // reason: only used in `static` items, which need a const fn
+    pub const fn new() -> Self {
+        Statements {
+            by_dialect: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    pub(crate) fn get(&self, dialect: Dialect, meta: &TableMeta) -> &Sql {
+        self.by_dialect[dialect.index()].get_or_init(|| dialect.statements(meta))
+    }
+}
+
+/// Integer types usable as a `#[safesync(version)]` field.
+#[diagnostic::on_unimplemented(
+    message = "the `#[safesync(version)]` field must be an integer, not `{Self}`",
+    label = "not an integer type",
+    note = "use i64 (or i32, i16, u32, u64) for the version column"
+)]
+pub trait VersionInt: Copy + Send + Sync + 'static {
+    /// The version as an `i64`, for error messages.
+    fn to_i64(self) -> i64;
+    /// The version after a successful update.
+    #[must_use]
+    fn next(self) -> Self;
+}
+
+macro_rules! version_int {
+    ($($t:ty),*) => {$(
+        impl VersionInt for $t {
+            #[allow(clippy::cast_possible_wrap, clippy::cast_lossless)] // reason: display only
+            fn to_i64(self) -> i64 { self as i64 }
+            fn next(self) -> Self { self.wrapping_add(1) }
+        }
+    )*};
+}
+version_int!(i16, i32, i64, u16, u32, u64);
+
+/// Table metadata and key of a record. Implemented by the derives; one of
+/// them owns it (`Versioned` when the struct has a version field, `Locked`
+/// otherwise).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a safesync record",
+    note = "derive `Versioned` (a struct with a `#[safesync(version)]` field) or `Locked` on it"
+)]
+pub trait Table: Sized + Send + Sync + Unpin + 'static {
+    /// The key: the key field's type, or a tuple of them for a composite key.
+    type Key: Debug + Send + Sync;
+
+    /// Table, columns, key and version column.
+    const META: &'static TableMeta;
+
+    /// The cached SQL of this type.
+    #[doc(hidden)]
+    fn statements() -> &'static Statements;
+
+    /// The current version, when the record has a version column.
+    fn version(&self) -> Option<i64>;
+
+    /// Advances the version field after a successful versioned update.
+    #[doc(hidden)]
+    fn bump_version(&mut self);
+
+    /// The record's own key, formatted with `Debug`, for messages.
+    fn key_debug(&self) -> String;
+}
+
+/// Binding and decoding of a record for one backend. Implemented by the
+/// derives for every `DB` whose types the fields support.
+#[doc(hidden)]
+pub trait RowCodec<DB: Database>: Table {
+    /// Every column, in `META.columns` order.
+    fn bind_all<'q>(
+        &'q self,
+        args: &mut <DB as Database>::Arguments<'q>,
+    ) -> Result<(), BoxDynError>;
+    /// Every column that is neither key nor version (the `SET` list).
+    fn bind_values<'q>(
+        &'q self,
+        args: &mut <DB as Database>::Arguments<'q>,
+    ) -> Result<(), BoxDynError>;
+    /// The record's own key columns.
+    fn bind_own_key<'q>(
+        &'q self,
+        args: &mut <DB as Database>::Arguments<'q>,
+    ) -> Result<(), BoxDynError>;
+    /// The version column (nothing when there is none).
+    fn bind_version<'q>(
+        &'q self,
+        args: &mut <DB as Database>::Arguments<'q>,
+    ) -> Result<(), BoxDynError>;
+    /// A key value.
+    fn bind_key<'q>(
+        key: &'q Self::Key,
+        args: &mut <DB as Database>::Arguments<'q>,
+    ) -> Result<(), BoxDynError>;
+    /// A row of `find`/`lock` (`META.columns` order) into the record.
+    fn decode(row: &<DB as Database>::Row) -> Result<Self, sqlx::Error>;
+}
+
+macro_rules! backend_codec {
+    ($feature:literal, $name:ident, $db:ty) => {
+        #[cfg(feature = $feature)]
+        #[doc(hidden)]
+        pub trait $name: RowCodec<$db> {}
+        #[cfg(feature = $feature)]
+        impl<T: RowCodec<$db>> $name for T {}
+        #[cfg(not(feature = $feature))]
+        #[doc(hidden)]
+        pub trait $name {}
+        #[cfg(not(feature = $feature))]
+        impl<T> $name for T {}
+    };
+}
+backend_codec!("sqlite", SqliteCodec, sqlx::Sqlite);
+backend_codec!("mysql", MySqlCodec, sqlx::MySql);
+backend_codec!("postgres", PgCodec, sqlx::Postgres);
+
+/// A record usable on every enabled backend.
+#[doc(hidden)]
+pub trait Codecs: SqliteCodec + MySqlCodec + PgCodec {}
+impl<T: SqliteCodec + MySqlCodec + PgCodec> Codecs for T {}
+
+/// What [`Record::insert_idempotent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Inserted {
+    /// The row was inserted.
+    Inserted,
+    /// A row with the same key already existed; nothing was written.
+    AlreadyExists,
+}
+
+/// Operations every derived record has: `find`, `insert`,
+/// `insert_idempotent`, `update`, `delete`.
+///
+/// Implemented for every type that derives [`Versioned`] or [`Locked`];
+/// import it with `use safesync::prelude::*`.
+///
+/// `update` and `delete` check the version inside the statement itself when
+/// the record has a version column (`WHERE key = ? AND version = ?`), and
+/// answer [`Error::Conflict`](crate::Error::Conflict) when another writer got
+/// there first. Without a version column they write by key alone: use them
+/// only on rows you hold with [`Locked::lock`].
+pub trait Record: Table + Codecs {
+    /// `SELECT cols FROM table WHERE key = ?`.
+    fn find<'a>(
+        tx: &'a mut Tx<'_>,
+        key: &'a Self::Key,
+    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
+        ops::fetch(tx, key, |s| &s.find, None)
+    }
+
+    /// `INSERT INTO table (cols) VALUES (…)`; a duplicate key is
+    /// [`Error::Duplicate`](crate::Error::Duplicate).
+    fn insert<'a>(&'a self, tx: &'a mut Tx<'_>) -> impl Future<Output = Result<()>> + Send + 'a {
+        ops::insert(self, tx)
+    }
+
+    /// Inserts, or reports [`Inserted::AlreadyExists`] when a row with this
+    /// key exists. Only a duplicate of this key is swallowed: NOT NULL,
+    /// CHECK, foreign-key and other unique violations are still errors.
+    fn insert_idempotent<'a>(
+        &'a self,
+        tx: &'a mut Tx<'_>,
+    ) -> impl Future<Output = Result<Inserted>> + Send + 'a {
+        ops::insert_idempotent(self, tx)
+    }
+
+    /// Writes every non-key column back. Versioned records: only if the row
+    /// is still at this record's version, which is then advanced; otherwise
+    /// [`Error::Conflict`](crate::Error::Conflict). A missing row is
+    /// [`Error::NotFound`](crate::Error::NotFound).
+    fn update<'a>(
+        &'a mut self,
+        tx: &'a mut Tx<'_>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a {
+        ops::update(self, tx)
+    }
+
+    /// Deletes the row (versioned records: only at this version).
+    fn delete<'a>(&'a self, tx: &'a mut Tx<'_>) -> impl Future<Output = Result<()>> + Send + 'a {
+        ops::delete(self, tx)
+    }
+}
+
+impl<T: Table + Codecs> Record for T {}
+
+/// A record with a version column: optimistic concurrency.
+///
+/// Derive it with `#[derive(Versioned)]`; its operations are those of
+/// [`Record`], whose `update` and `delete` compare and advance the version.
+pub trait Versioned: Record {}
+
+/// Asked of a `#[derive(Locked)]` struct that has a version field.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has a `#[safesync(version)]` field, so it must derive `Versioned` as well as `Locked`",
+    label = "this version field makes `Versioned` the owner of the record's operations",
+    note = "add `Versioned` to the derive list: `#[derive(Versioned, Locked)]`"
+)]
+pub trait VersionedDerived {}
+impl<T: Versioned> VersionedDerived for T {}
+
+/// A record that can be locked with `SELECT … FOR UPDATE`.
+///
+/// The lock is held until the transaction commits or rolls back; the calls
+/// take a [`Tx`], so locking outside a transaction does not compile.
+///
+/// On SQLite, which has no row locks, every safesync transaction is
+/// `BEGIN IMMEDIATE` and already holds the database's write lock, so these
+/// are plain reads that are still exclusive.
+pub trait Locked: Record {
+    /// `SELECT … FOR UPDATE`: waits for other holders.
+    fn lock<'a>(
+        tx: &'a mut Tx<'_>,
+        key: &'a Self::Key,
+    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
+        ops::fetch(tx, key, |s| &s.lock, None)
+    }
+
+    /// `SELECT … FOR UPDATE NOWAIT`: [`Error::LockBusy`](crate::Error::LockBusy)
+    /// when another transaction holds the row. The transaction stays usable
+    /// afterwards on every backend (on Postgres a savepoint keeps it alive).
+    fn lock_nowait<'a>(
+        tx: &'a mut Tx<'_>,
+        key: &'a Self::Key,
+    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
+        ops::fetch(tx, key, |s| &s.lock_nowait, Some(ops::Nowait))
+    }
+
+    /// `SELECT … FOR UPDATE SKIP LOCKED`: `None` when the row is absent or
+    /// locked by someone else.
+    fn lock_skip_locked<'a>(
+        tx: &'a mut Tx<'_>,
+        key: &'a Self::Key,
+    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
+        ops::fetch(tx, key, |s| &s.lock_skip_locked, None)
+    }
+}
