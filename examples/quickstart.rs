@@ -28,14 +28,17 @@ const INCREMENTS: i64 = 100;
 
 fn database_url() -> Result<(String, Option<tempfile::TempDir>), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        if arg == "--database-url" {
-            return Ok((args.next().ok_or("--database-url needs a value")?, None));
-        }
-        if let Some(url) = arg.strip_prefix("--database-url=") {
-            return Ok((url.to_owned(), None));
-        }
-        return Err(format!("unknown argument `{arg}`; expected --database-url URL").into());
+    if let Some(arg) = args.next() {
+        let url = match arg.strip_prefix("--database-url=") {
+            Some(url) => url.to_owned(),
+            None if arg == "--database-url" => args.next().ok_or("--database-url needs a value")?,
+            None => {
+                return Err(
+                    format!("unknown argument `{arg}`; expected --database-url URL").into(),
+                );
+            }
+        };
+        return Ok((url, None));
     }
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return Ok((url, None));

@@ -1,9 +1,11 @@
 //! Connecting, and running transactions.
 
+#[cfg(feature = "sqlite")]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
+#[cfg(feature = "sqlite")]
 use tokio::sync::Mutex;
 
 use crate::dialect::Dialect;
@@ -113,6 +115,7 @@ enum Pool {
 pub struct Db {
     pool: Pool,
     /// SQLite: transactions of this `Db` queue here for the write lock.
+    #[cfg(feature = "sqlite")]
     gate: Option<Arc<Mutex<()>>>,
 }
 
@@ -226,6 +229,7 @@ impl Db {
     pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Db {
         Db {
             pool: Pool::MySql(pool),
+            #[cfg(feature = "sqlite")]
             gate: None,
         }
     }
@@ -235,6 +239,7 @@ impl Db {
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Db {
         Db {
             pool: Pool::Postgres(pool),
+            #[cfg(feature = "sqlite")]
             gate: None,
         }
     }

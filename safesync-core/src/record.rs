@@ -56,7 +56,7 @@ impl Statements {
 #[diagnostic::on_unimplemented(
     message = "the `#[safesync(version)]` field must be an integer, not `{Self}`",
     label = "not an integer type",
-    note = "use i64 (or i32, i16, u32, u64) for the version column"
+    note = "use i64 (or i32, i16) for the version column: those work on every backend"
 )]
 pub trait VersionInt: Copy + Send + Sync + 'static {
     /// The version as an `i64`, for error messages.
@@ -69,13 +69,12 @@ pub trait VersionInt: Copy + Send + Sync + 'static {
 macro_rules! version_int {
     ($($t:ty),*) => {$(
         impl VersionInt for $t {
-            #[allow(clippy::cast_possible_wrap, clippy::cast_lossless)] // reason: display only
-            fn to_i64(self) -> i64 { self as i64 }
+            fn to_i64(self) -> i64 { i64::from(self) }
             fn next(self) -> Self { self.wrapping_add(1) }
         }
     )*};
 }
-version_int!(i16, i32, i64, u16, u32, u64);
+version_int!(i16, i32, i64);
 
 /// Table metadata and key of a record. Implemented by the derives; one of
 /// them owns it (`Versioned` when the struct has a version field, `Locked`

@@ -24,18 +24,27 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
     let ident = cont.ident;
     let p = krate(&cont);
-    let owned = match cont.version_field() {
-        None => expand_table(&cont),
+    let (owned, locked_bound) = match cont.version_field() {
+        None => (expand_table(&cont), quote!()),
         Some(field) => {
             // The version field makes `Versioned` the owner; ask for it at the
-            // version field, where the reason is.
+            // version field, where the reason is. The struct's name is
+            // re-spanned there too, or the error would point at the name.
             let span = field.attrs.version.span().unwrap_or_else(|| ident.span());
-            quote_spanned! {span=>
+            let mut ident_at_version = ident.clone();
+            ident_at_version.set_span(span);
+            let check = quote_spanned! {span=>
                 const _: fn() = || {
                     fn derive_versioned_too<T: #p::__private::VersionedDerived>() {}
-                    derive_versioned_too::<#ident>();
+                    derive_versioned_too::<#ident_at_version>();
                 };
-            }
+            };
+            // `Locked: Record` holds only through `Versioned`'s impls. The
+            // `for<'__a>` keeps this bound from being checked where it is
+            // written, so a missing `Versioned` is the one error above, not
+            // also an unmet `Record` bound on this impl.
+            let bound = quote!(where for<'__a> #ident: #p::__private::Versioned);
+            (check, bound)
         }
     };
     Ok(quote! {
@@ -43,7 +52,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             #owned
 
             #[automatically_derived]
-            impl #p::__private::Locked for #ident {}
+            impl #p::__private::Locked for #ident #locked_bound {}
         };
     })
 }

@@ -4,65 +4,73 @@ use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::internals::ast::Container;
+use crate::internals::ast::{Container, Field};
 
 /// The path generated code uses for the runtime: `::safesync` or the
 /// container's `crate = "…"`.
 pub(crate) fn krate(cont: &Container<'_>) -> TokenStream {
-    match cont.attrs.krate.get() {
-        Some(path) => quote!(#path),
-        None => quote!(::safesync),
-    }
+    cont.attrs
+        .krate
+        .get()
+        .map_or_else(|| quote!(::safesync), |path| quote!(#path))
 }
 
 /// `impl Table` and `impl<DB> RowCodec<DB>` for the record.
 pub(crate) fn expand_table(cont: &Container<'_>) -> TokenStream {
     let krate = krate(cont);
     let p = quote!(#krate::__private);
-    let ident = cont.ident;
+    let table = impl_table(cont, &p);
+    let row_codec = impl_row_codec(cont, &p);
+    quote! {
+        #table
+        #row_codec
+    }
+}
 
+/// `Some(#value)` or `None`, as an expression.
+fn option<T: quote::ToTokens>(value: Option<T>) -> TokenStream {
+    value.map_or_else(
+        || quote!(::core::option::Option::None),
+        |v| quote!(::core::option::Option::Some(#v)),
+    )
+}
+
+/// The key fields, in field order.
+fn key_fields<'c, 'a>(cont: &'c Container<'a>) -> Vec<&'c Field<'a>> {
+    cont.columns().filter(|f| f.is_key()).collect()
+}
+
+fn impl_table(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
+    let ident = cont.ident;
     let table = cont
         .attrs
         .table
         .get()
         .map(syn::LitStr::value)
         .unwrap_or_default();
-    let schema = match cont.attrs.schema.get() {
-        Some(s) => quote!(::core::option::Option::Some(#s)),
-        None => quote!(::core::option::Option::None),
-    };
+    let schema = option(cont.attrs.schema.get());
     let columns: Vec<_> = cont.columns().collect();
     let column_names: Vec<String> = columns.iter().map(|f| f.column()).collect();
     let key_idx: Vec<usize> = (0..columns.len())
         .filter(|&i| columns[i].is_key())
         .collect();
-    let version_idx = columns.iter().position(|f| f.is_version());
-    let version_meta = match version_idx {
-        Some(i) => quote!(::core::option::Option::Some(#i)),
-        None => quote!(::core::option::Option::None),
-    };
+    let version_meta = option(columns.iter().position(|f| f.is_version()));
 
-    let keys: Vec<_> = key_idx.iter().map(|&i| columns[i]).collect();
+    let keys = key_fields(cont);
     let key_types: Vec<_> = keys.iter().map(|f| f.ty).collect();
     let key_idents: Vec<_> = keys.iter().map(|f| f.ident).collect();
-    let (key_ty, bind_key, key_debug) = if keys.len() == 1 {
-        let ty = key_types[0];
-        let id = key_idents[0];
-        (
-            quote!(#ty),
-            quote!(#p::sqlx::Arguments::add(args, key)?;),
-            quote!(::std::format!("{:?}", &self.#id)),
-        )
+    let (key_ty, key_debug) = if let [key] = keys.as_slice() {
+        let ty = key.ty;
+        let id = key.ident;
+        (quote!(#ty), quote!(::std::format!("{:?}", &self.#id)))
     } else {
-        let n = (0..keys.len()).map(syn::Index::from);
         (
             quote!((#(#key_types,)*)),
-            quote!(#( #p::sqlx::Arguments::add(args, &key.#n)?; )*),
             quote!(::std::format!("{:?}", (#(&self.#key_idents,)*))),
         )
     };
 
-    let (version_fn, bump_fn, bind_version) = match cont.version_field() {
+    let (version_fn, bump_fn) = match cont.version_field() {
         Some(f) => {
             let id = f.ident;
             let ty = f.ty;
@@ -70,49 +78,10 @@ pub(crate) fn expand_table(cont: &Container<'_>) -> TokenStream {
             (
                 quote!(::core::option::Option::Some(#to_i64)),
                 quote!(self.#id = <#ty as #p::VersionInt>::next(self.#id);),
-                quote!(#p::sqlx::Arguments::add(args, &self.#id)?;),
             )
         }
-        None => (quote!(::core::option::Option::None), quote!(), quote!()),
+        None => (quote!(::core::option::Option::None), quote!()),
     };
-
-    let bind_all = columns.iter().map(|f| {
-        let id = f.ident;
-        quote!(#p::sqlx::Arguments::add(args, &self.#id)?;)
-    });
-    let bind_values = columns
-        .iter()
-        .filter(|f| !f.is_key() && !f.is_version())
-        .map(|f| {
-            let id = f.ident;
-            quote!(#p::sqlx::Arguments::add(args, &self.#id)?;)
-        });
-    let bind_own_key = key_idents
-        .iter()
-        .map(|id| quote!(#p::sqlx::Arguments::add(args, &self.#id)?;));
-
-    let bounds = columns.iter().map(|f| {
-        let ty = f.ty;
-        quote_spanned! {ty.span()=>
-            #ty: for<'q> #p::sqlx::Encode<'q, DB> + for<'r> #p::sqlx::Decode<'r, DB> + #p::sqlx::Type<DB>,
-        }
-    });
-
-    let mut index = 0usize;
-    let decode_fields = cont.fields.iter().map(|f| {
-        let id = f.ident;
-        if f.is_skipped() {
-            let ty = f.ty;
-            quote_spanned!(ty.span()=> #id: <#ty as ::core::default::Default>::default())
-        } else {
-            let i = index;
-            index += 1;
-            quote! {
-                #id: #p::sqlx::Row::try_get(row, #i)
-                    .map_err(|e| #p::column_error(e, <Self as #p::Table>::META, #i))?
-            }
-        }
-    });
 
     quote! {
         #[automatically_derived]
@@ -139,7 +108,56 @@ pub(crate) fn expand_table(cont: &Container<'_>) -> TokenStream {
                 #key_debug
             }
         }
+    }
+}
 
+fn impl_row_codec(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
+    let ident = cont.ident;
+    let columns: Vec<_> = cont.columns().collect();
+    let keys = key_fields(cont);
+
+    let bind = |f: &Field<'_>| {
+        let id = f.ident;
+        quote!(#p::sqlx::Arguments::add(args, &self.#id)?;)
+    };
+    let bind_all = columns.iter().map(|f| bind(f));
+    let bind_values = columns
+        .iter()
+        .filter(|f| !f.is_key() && !f.is_version())
+        .map(|f| bind(f));
+    let bind_own_key = keys.iter().map(|f| bind(f));
+    let bind_version = cont.version_field().map(bind);
+    let bind_key = if keys.len() == 1 {
+        quote!(#p::sqlx::Arguments::add(args, key)?;)
+    } else {
+        let n = (0..keys.len()).map(syn::Index::from);
+        quote!(#( #p::sqlx::Arguments::add(args, &key.#n)?; )*)
+    };
+
+    let bounds = columns.iter().map(|f| {
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            #ty: for<'q> #p::sqlx::Encode<'q, DB> + for<'r> #p::sqlx::Decode<'r, DB> + #p::sqlx::Type<DB>,
+        }
+    });
+
+    let mut index = 0usize;
+    let decode_fields = cont.fields.iter().map(|f| {
+        let id = f.ident;
+        if f.is_skipped() {
+            let ty = f.ty;
+            quote_spanned!(ty.span()=> #id: <#ty as ::core::default::Default>::default())
+        } else {
+            let i = index;
+            index += 1;
+            quote! {
+                #id: #p::sqlx::Row::try_get(row, #i)
+                    .map_err(|e| #p::column_error(e, <Self as #p::Table>::META, #i))?
+            }
+        }
+    });
+
+    quote! {
         #[automatically_derived]
         impl<DB> #p::RowCodec<DB> for #ident
         where

@@ -41,7 +41,10 @@ impl Dialect {
     }
 
     fn quote(self, out: &mut String, ident: &str) {
-        let q = if self == Dialect::MySql { '`' } else { '"' };
+        // SQLite reads a double-quoted name that is not a column as a string
+        // literal ("version" would silently become the text 'version'), so
+        // it gets backticks, which are only ever identifiers.
+        let q = if self == Dialect::Postgres { '"' } else { '`' };
         out.push(q);
         out.push_str(ident);
         out.push(q);
@@ -248,6 +251,7 @@ pub(crate) struct Sql {
 
 /// What a database error means to safesync, across backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // reason: which variants are produced depends on the enabled backends
 pub(crate) enum DbErrorKind {
     /// Unique or primary-key violation.
     Duplicate,
@@ -256,7 +260,6 @@ pub(crate) enum DbErrorKind {
     /// Gave up waiting for a row lock.
     LockWaitTimeout,
     /// `NOWAIT` found the row locked.
-    #[cfg_attr(not(any(feature = "mysql", feature = "postgres")), allow(dead_code))]
     LockNotAvailable,
     /// SQLite busy / locked.
     Busy,
@@ -334,7 +337,7 @@ mod tests {
         assert!(!s.insert_idempotent.contains("IGNORE"));
         assert!(
             s.insert_idempotent
-                .ends_with("ON CONFLICT (\"id\") DO NOTHING")
+                .ends_with("ON CONFLICT (`id`) DO NOTHING")
         );
         assert!(!s.lock.contains("FOR UPDATE"));
     }

@@ -1,7 +1,14 @@
 //! Parsing of `#[safesync(...)]` on the struct and on its fields.
+//!
+//! A malformed key is reported and skipped, and parsing goes on with the next
+//! key, so one build shows every mistake. Whatever was malformed is remembered
+//! (`Container::malformed`, `Field::malformed`) so that the whole-struct
+//! checks do not add a second, misleading error about it ("needs a key" after
+//! a misspelled `kye`).
 
+use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
-use syn::{Attribute, LitStr};
+use syn::{Attribute, LitStr, Token};
 
 use super::ctxt::Ctxt;
 use super::symbol::{
@@ -44,6 +51,8 @@ pub(crate) struct Container {
     pub(crate) table: Attr<LitStr>,
     pub(crate) schema: Attr<LitStr>,
     pub(crate) krate: Attr<syn::Path>,
+    /// An error was already reported about these attributes.
+    pub(crate) malformed: bool,
 }
 
 impl Container {
@@ -52,33 +61,43 @@ impl Container {
             table: Attr::none(TABLE),
             schema: Attr::none(SCHEMA),
             krate: Attr::none(CRATE),
+            malformed: false,
         };
         for attr in attrs.iter().filter(|a| a.path().is_ident(SAFESYNC)) {
+            let errors_before = cx.len();
             let res = attr.parse_nested_meta(|meta| {
                 let span = meta.path.span();
                 if meta.path.is_ident(TABLE) {
-                    let s: LitStr = meta.value()?.parse()?;
-                    c.table.set(cx, span, s);
+                    if let Some(s) = string_value(cx, &meta, TABLE, "accounts")? {
+                        c.table.set(cx, span, s);
+                    }
                 } else if meta.path.is_ident(SCHEMA) {
-                    let s: LitStr = meta.value()?.parse()?;
-                    c.schema.set(cx, span, s);
+                    if let Some(s) = string_value(cx, &meta, SCHEMA, "billing")? {
+                        c.schema.set(cx, span, s);
+                    }
                 } else if meta.path.is_ident(CRATE) {
-                    let s: LitStr = meta.value()?.parse()?;
-                    let path = s.parse::<syn::Path>().map_err(|_| {
-                        syn::Error::new(s.span(), "`crate` must be a path, e.g. `crate = \"::safesync\"`")
-                    })?;
-                    c.krate.set(cx, span, path);
+                    if let Some(s) = string_value(cx, &meta, CRATE, "::safesync")? {
+                        match s.parse::<syn::Path>() {
+                            Ok(path) => c.krate.set(cx, span, path),
+                            Err(_) => cx.error_spanned_by(
+                                &s,
+                                "`crate` must be a path, e.g. `crate = \"::safesync\"`",
+                            ),
+                        }
+                    }
                 } else {
-                    let name = meta.path.to_token_stream_string();
-                    return Err(meta.error(format!(
+                    let name = path_string(&meta.path);
+                    cx.syn_error(meta.error(format!(
                         "unknown safesync attribute `{name}` on a struct; expected one of {CONTAINER_KEYS}"
                     )));
+                    skip_value(&meta)?;
                 }
                 Ok(())
             });
             if let Err(e) = res {
                 cx.syn_error(e);
             }
+            c.malformed |= cx.len() > errors_before;
         }
         c
     }
@@ -90,6 +109,8 @@ pub(crate) struct Field {
     pub(crate) version: Attr<()>,
     pub(crate) column: Attr<LitStr>,
     pub(crate) skip: Attr<()>,
+    /// An error was already reported about these attributes.
+    pub(crate) malformed: bool,
 }
 
 impl Field {
@@ -99,43 +120,99 @@ impl Field {
             version: Attr::none(VERSION),
             column: Attr::none(COLUMN),
             skip: Attr::none(SKIP),
+            malformed: false,
         };
         for attr in attrs.iter().filter(|a| a.path().is_ident(SAFESYNC)) {
+            let errors_before = cx.len();
             let res = attr.parse_nested_meta(|meta| {
                 let span = meta.path.span();
                 if meta.path.is_ident(KEY) {
+                    flag(cx, &meta, KEY)?;
                     f.key.set(cx, span, ());
                 } else if meta.path.is_ident(VERSION) {
+                    flag(cx, &meta, VERSION)?;
                     f.version.set(cx, span, ());
                 } else if meta.path.is_ident(SKIP) {
+                    flag(cx, &meta, SKIP)?;
                     f.skip.set(cx, span, ());
                 } else if meta.path.is_ident(COLUMN) {
-                    let s: LitStr = meta.value()?.parse()?;
-                    f.column.set(cx, span, s);
+                    if let Some(s) = string_value(cx, &meta, COLUMN, "account_id")? {
+                        f.column.set(cx, span, s);
+                    }
                 } else {
-                    let name = meta.path.to_token_stream_string();
-                    return Err(meta.error(format!(
+                    let name = path_string(&meta.path);
+                    cx.syn_error(meta.error(format!(
                         "unknown safesync attribute `{name}`; expected one of {FIELD_KEYS}"
                     )));
+                    skip_value(&meta)?;
                 }
                 Ok(())
             });
             if let Err(e) = res {
                 cx.syn_error(e);
             }
+            f.malformed |= cx.len() > errors_before;
         }
         f
     }
 }
 
-trait PathString {
-    fn to_token_stream_string(&self) -> String;
+/// A bare flag such as `key`: reports `key = …` or `key(…)` and skips it.
+fn flag(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, name: &str) -> syn::Result<()> {
+    if !at_end_of_item(meta) {
+        cx.syn_error(meta.error(format!(
+            "`{name}` is a flag and takes no value; write `#[safesync({name})]`"
+        )));
+        skip_value(meta)?;
+    }
+    Ok(())
 }
 
-impl PathString for syn::Path {
-    fn to_token_stream_string(&self) -> String {
-        quote::ToTokens::to_token_stream(self)
-            .to_string()
-            .replace(' ', "")
+/// The string of `name = "…"`; `None` after reporting a missing or
+/// non-string value.
+fn string_value(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    example: &str,
+) -> syn::Result<Option<LitStr>> {
+    let hint = format!("write `#[safesync({name} = \"{example}\")]`");
+    if !meta.input.peek(Token![=]) {
+        cx.syn_error(meta.error(format!("`{name}` needs a string value; {hint}")));
+        skip_value(meta)?;
+        return Ok(None);
     }
+    let expr: syn::Expr = meta.value()?.parse()?;
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Ok(Some(s)),
+        other => {
+            cx.error_spanned_by(other, format!("`{name}` takes a string literal; {hint}"));
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the current key is followed by `,` or the end of the list.
+fn at_end_of_item(meta: &ParseNestedMeta<'_>) -> bool {
+    meta.input.is_empty() || meta.input.peek(Token![,])
+}
+
+/// Consumes `= value` or `(…)` after a key that was already reported.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    if meta.input.peek(Token![=]) {
+        let _: syn::Expr = meta.value()?.parse()?;
+    } else if meta.input.peek(syn::token::Paren) {
+        let _content;
+        syn::parenthesized!(_content in meta.input);
+    }
+    Ok(())
+}
+
+fn path_string(path: &syn::Path) -> String {
+    quote::ToTokens::to_token_stream(path)
+        .to_string()
+        .replace(' ', "")
 }

@@ -1,6 +1,6 @@
 //! Rules a record must follow, each reported on the narrowest span.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use syn::LitStr;
 
@@ -24,7 +24,7 @@ impl Derive {
 }
 
 /// A plain SQL identifier: ASCII letter or `_`, then letters, digits, `_`;
-/// at most 64 bytes (MySQL's limit; Postgres truncates at 63).
+/// at most 63 bytes, the shortest limit among the supported backends.
 pub(crate) fn is_sql_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -52,12 +52,14 @@ pub(crate) fn check(cx: &mut Ctxt, cont: &Container<'_>, derive: Derive) {
     if !cont.original.generics.params.is_empty() {
         cx.error_spanned_by(
             &cont.original.generics,
-            format!("`#[derive({name})]` does not support generic structs"),
+            format!("`#[derive({name})]` does not support generic structs; give each field a concrete type"),
         );
     }
 
     match cont.attrs.table.get() {
         Some(lit) => check_ident(cx, "table name", lit),
+        // A malformed `table = …` was already reported.
+        None if cont.attrs.malformed => {}
         None => cx.error_spanned_by(
             ident,
             format!("`#[derive({name})]` needs `#[safesync(table = \"…\")]` on the struct"),
@@ -67,29 +69,41 @@ pub(crate) fn check(cx: &mut Ctxt, cont: &Container<'_>, derive: Derive) {
         check_ident(cx, "schema name", lit);
     }
 
-    let mut seen_columns = HashSet::new();
+    // The whole-struct rules below stay quiet when a field's attributes were
+    // already reported: a misspelled `kye` must not also read as "no key".
+    let mut fields_malformed = false;
+    let mut key_marked = false;
+    let mut version_marked = false;
+    let mut seen_columns: HashMap<String, &syn::Ident> = HashMap::new();
     let mut version_seen = false;
     for field in &cont.fields {
         let a = &field.attrs;
+        fields_malformed |= a.malformed;
+        // A marked field counts as present even when it is wrongly skipped:
+        // that mistake gets its own error just below.
+        key_marked |= field.is_key();
+        version_marked |= field.is_version();
         if field.is_skipped() {
             for (set, key) in [
                 (a.key.span(), "key"),
                 (a.version.span(), "version"),
-                (a.column.span(), "column"),
+                (a.column.span(), "column = \"…\""),
             ] {
                 if let Some(span) = set {
                     cx.syn_error(syn::Error::new(
                         span,
-                        format!("a `#[safesync(skip)]` field is not stored, so it cannot also be `{key}`"),
+                        format!("a `#[safesync(skip)]` field is not stored, so it cannot also be `#[safesync({key})]`; remove one of them"),
                     ));
                 }
             }
             continue;
         }
-        if let (Some(_), Some(span)) = (a.key.get(), a.version.span()) {
+        if let Some(span) = a.version.span()
+            && field.is_key()
+        {
             cx.syn_error(syn::Error::new(
                 span,
-                "a field cannot be both `#[safesync(key)]` and `#[safesync(version)]`",
+                "a field cannot be both `#[safesync(key)]` and `#[safesync(version)]`; the version needs its own field",
             ));
         }
         if let Some(span) = a.version.span() {
@@ -101,25 +115,39 @@ pub(crate) fn check(cx: &mut Ctxt, cont: &Container<'_>, derive: Derive) {
             }
             version_seen = true;
         }
+        let column = field.column();
         if let Some(lit) = field.column_lit() {
             check_ident(cx, "column name", lit);
-        }
-        let column = field.column();
-        if !seen_columns.insert(column.clone()) {
+        } else if !is_sql_identifier(&column) {
             cx.error_spanned_by(
                 field.ident,
-                format!("column `{column}` is used by two fields; rename one with `#[safesync(column = \"…\")]`"),
+                format!(
+                    "field name `{column}` is not a plain SQL identifier; name its column with \
+                     `#[safesync(column = \"…\")]` (ASCII letters, digits and `_`, at most 63 characters)"
+                ),
             );
+        }
+        if let Some(first) = seen_columns.get(&column) {
+            let msg = format!(
+                "column `{column}` is already used by field `{first}`; \
+                 give one of them another name with `#[safesync(column = \"…\")]`"
+            );
+            match field.column_lit() {
+                Some(lit) => cx.error_spanned_by(lit, msg),
+                None => cx.error_spanned_by(field.ident, msg),
+            }
+        } else {
+            seen_columns.insert(column, field.ident);
         }
     }
 
-    if !cont.columns().any(|f| f.is_key()) {
+    if !key_marked && !fields_malformed {
         cx.error_spanned_by(
             ident,
             format!("`#[derive({name})]` needs at least one field marked `#[safesync(key)]`"),
         );
     }
-    if derive == Derive::Versioned && !version_seen {
+    if derive == Derive::Versioned && !version_marked && !fields_malformed {
         cx.error_spanned_by(
             ident,
             "`#[derive(Versioned)]` needs one field marked `#[safesync(version)]`",

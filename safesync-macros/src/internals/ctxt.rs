@@ -19,6 +19,11 @@ impl Ctxt {
         self.errors.push(err);
     }
 
+    /// How many errors were reported so far.
+    pub(crate) fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// All errors combined into one, or `Ok` when there were none.
     pub(crate) fn check(self) -> syn::Result<()> {
         let mut iter = self.errors.into_iter();

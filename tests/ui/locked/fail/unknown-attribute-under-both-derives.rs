@@ -1,0 +1,12 @@
+use safesync::prelude::*;
+
+#[derive(Versioned, Locked)]
+#[safesync(table = "accounts")]
+struct Account {
+    #[safesync(key)]
+    id: i64,
+    #[safesync(verison)]
+    version: i64,
+}
+
+fn main() {}

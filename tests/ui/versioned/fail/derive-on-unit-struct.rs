@@ -1,0 +1,7 @@
+use safesync::prelude::*;
+
+#[derive(Versioned)]
+#[safesync(table = "accounts")]
+struct Account;
+
+fn main() {}

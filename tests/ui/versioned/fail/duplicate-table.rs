@@ -1,0 +1,13 @@
+use safesync::prelude::*;
+
+#[derive(Versioned)]
+#[safesync(table = "accounts")]
+#[safesync(table = "balances")]
+struct Account {
+    #[safesync(key)]
+    id: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+fn main() {}

@@ -1,0 +1,11 @@
+use safesync::prelude::*;
+
+#[derive(Versioned)]
+#[safesync(table = "accounts")]
+struct Account {
+    id: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+fn main() {}

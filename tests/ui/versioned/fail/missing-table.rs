@@ -1,0 +1,11 @@
+use safesync::prelude::*;
+
+#[derive(Versioned)]
+struct Account {
+    #[safesync(key)]
+    id: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+fn main() {}

@@ -1,0 +1,12 @@
+use safesync::prelude::*;
+
+#[derive(Versioned)]
+#[safesync(table = accounts)]
+struct Account {
+    #[safesync(key)]
+    id: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+fn main() {}
