@@ -55,14 +55,91 @@
 //! - `postgres`: PostgreSQL 13+.
 
 pub use safesync_core::{
-    Db, DbOptions, Dialect, Error, Inserted, Locked, Record, Result, RetryPolicy, Table, Tx,
-    Versioned,
+    AdvisoryLock, Db, DbOptions, Dialect, Error, Inserted, LockOptions, Locked, Record, Result,
+    RetryPolicy, Table, Tx, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
 
+/// Runs an ordinary `async fn` in a transaction: commit on `Ok`, rollback
+/// on `Err` or panic.
+///
+/// The fn takes the transaction first, `tx: &mut Tx<'_>`, and returns
+/// `Result<T, Error>`. The attribute turns it into a fn of the same name,
+/// visibility and generics that takes `db: &Db` in place of the
+/// transaction and runs the body through [`Db::transaction`]:
+///
+/// - `#[transactional]`: one transaction; the arguments are moved in (any
+///   error type `E: From<Error>` works).
+/// - `#[transactional(retry)]`: [`Db::retry`] with
+///   [`RetryPolicy::default()`]: every attempt is a new transaction that
+///   runs the body again. Shared references (`&T`) are handed to each
+///   attempt as they are; every other argument is cloned per attempt, so it
+///   must be `Clone`.
+/// - `#[transactional(retry = expr)]`: the same with the [`RetryPolicy`]
+///   `expr`, evaluated once per call.
+///
+/// `&mut` arguments besides the transaction are rejected: a retried body
+/// could not get them again. The future the fn returns is `Send` when its
+/// arguments are, so it runs inside `tokio::spawn`.
+///
+/// ```
+/// use safesync::prelude::*;
+/// use safesync::transactional;
+///
+/// #[derive(Debug, Clone, Versioned)]
+/// #[safesync(table = "accounts")]
+/// struct Account {
+///     #[safesync(key)]
+///     id: i64,
+///     owner: String,
+///     balance: i64,
+///     #[safesync(version)]
+///     version: i64,
+/// }
+///
+/// #[transactional]
+/// async fn open(tx: &mut Tx<'_>, id: i64, owner: &str) -> Result<(), Error> {
+///     let account = Account { id, owner: owner.to_owned(), balance: 0, version: 0 };
+///     account.insert(tx).await
+/// }
+///
+/// /// Re-reads and re-applies the deposit on a version conflict.
+/// #[transactional(retry)]
+/// async fn deposit(tx: &mut Tx<'_>, id: i64, amount: i64) -> Result<i64, Error> {
+///     let mut a = Account::find(tx, &id).await?.ok_or_else(Error::not_found)?;
+///     a.balance += amount;
+///     a.update(tx).await?;
+///     Ok(a.balance)
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let db = Db::connect("sqlite::memory:").await?;
+/// db.execute(
+///     "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL,
+///      balance BIGINT NOT NULL, version BIGINT NOT NULL)",
+/// )
+/// .await?;
+///
+/// open(&db, 1, "ada").await?;
+/// assert_eq!(deposit(&db, 1, 10).await?, 10);
+/// assert!(deposit(&db, 2, 10).await.is_err()); // no account 2: rolled back
+/// # Ok::<_, safesync::Error>(()) }).unwrap();
+/// ```
+///
+/// The body is compiled as a nested fn of the same name, so it cannot name
+/// `Self` or the generics of an enclosing `impl`; use the type's name.
+pub use safesync_macros::transactional;
+
+/// Prometheus metrics of every [`Db`]: see [`Metrics`] for the names.
+pub use safesync_core::Metrics;
+
 /// The sqlx version safesync is built on, for queries of your own.
 pub use safesync_core::__private::sqlx;
+
+/// The prometheus version [`Metrics`] registers on, for the
+/// [`Registry`](prometheus::Registry) you pass to [`Metrics::register`].
+pub use safesync_core::__private::prometheus;
 
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {

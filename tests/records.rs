@@ -717,3 +717,37 @@ on_every_backend!(
     retry_runs_a_new_transaction_per_attempt_and_stops_on_fatal_errors,
     bad_input_gives_errors_naming_what_was_wrong,
 );
+
+#[tokio::test]
+async fn connection_errors_name_the_url_but_never_the_password() {
+    let secret = "s3cr3t-pw";
+    for url in [
+        format!("mysql://safesync:{secret}@127.0.0.1:3306/safesync"),
+        format!("postgres://nobody:{secret}@127.0.0.1:1/test"),
+    ] {
+        let err = Db::connect_with(
+            &url,
+            DbOptions::default().acquire_timeout(std::time::Duration::from_secs(5)),
+        )
+        .await
+        .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, Error::Connect { .. }), "{shown}");
+        assert!(!shown.contains(secret), "password leaked: {shown}");
+        assert!(shown.contains(":***@127.0.0.1"), "{shown}");
+    }
+    let err = Db::connect(&format!("redis://u:{secret}@h"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if !m.contains(secret) && m.contains("unsupported database URL")),
+        "{err:?}"
+    );
+    let err = Db::connect(&format!("mysql://u:{secret}@h:notaport/db"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if !m.contains(secret) && m.contains("cannot parse")),
+        "{err:?}"
+    );
+}

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 use futures_core::future::BoxFuture;
 #[cfg(feature = "sqlite")]
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
 use crate::tx::{Tx, TxInner};
@@ -31,6 +33,7 @@ pub struct DbOptions {
     min_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl Default for DbOptions {
@@ -43,6 +46,7 @@ impl Default for DbOptions {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -74,6 +78,23 @@ impl DbOptions {
     #[must_use]
     pub fn busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
+        self
+    }
+
+    /// Where the [`Db`] records its metrics; [`Metrics::global`] when not
+    /// set.
+    ///
+    /// ```
+    /// use safesync_core::{DbOptions, Metrics};
+    ///
+    /// let registry = prometheus::Registry::new();
+    /// let opts = DbOptions::default().metrics(Metrics::register(&registry)?);
+    /// # let _ = opts;
+    /// # Ok::<_, safesync_core::Error>(())
+    /// ```
+    #[must_use]
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -117,6 +138,7 @@ pub struct Db {
     /// SQLite: transactions of this `Db` queue here for the write lock.
     #[cfg(feature = "sqlite")]
     gate: Option<Arc<Mutex<()>>>,
+    metrics: Metrics,
 }
 
 #[cfg(not(all(feature = "sqlite", feature = "mysql", feature = "postgres")))]
@@ -171,7 +193,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::from_sqlite_pool(pool))
+                    Ok(Db::wrap(Pool::Sqlite(pool), options.metrics.clone()))
                 }
                 #[cfg(not(feature = "sqlite"))]
                 Err(unsupported(scheme, "sqlite"))
@@ -188,7 +210,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::from_mysql_pool(pool))
+                    Ok(Db::wrap(Pool::MySql(pool), options.metrics.clone()))
                 }
                 #[cfg(not(feature = "mysql"))]
                 Err(unsupported(scheme, "mysql"))
@@ -203,7 +225,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::from_pg_pool(pool))
+                    Ok(Db::wrap(Pool::Postgres(pool), options.metrics.clone()))
                 }
                 #[cfg(not(feature = "postgres"))]
                 Err(unsupported(scheme, "postgres"))
@@ -215,33 +237,66 @@ impl Db {
         }
     }
 
+    /// A `Db` on `pool`, recording into `metrics` or the global metrics.
+    fn wrap(pool: Pool, metrics: Option<Metrics>) -> Db {
+        Db {
+            #[cfg(feature = "sqlite")]
+            gate: matches!(pool, Pool::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
+            pool,
+            metrics: metrics.unwrap_or_else(Metrics::global),
+        }
+    }
+
     /// Wraps an existing SQLite pool (its transactions become `BEGIN IMMEDIATE`).
+    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "sqlite")]
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Db {
-        Db {
-            pool: Pool::Sqlite(pool),
-            gate: Some(Arc::new(Mutex::new(()))),
-        }
+        Db::wrap(Pool::Sqlite(pool), None)
     }
 
     /// Wraps an existing MySQL/MariaDB pool.
+    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "mysql")]
     pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Db {
-        Db {
-            pool: Pool::MySql(pool),
-            #[cfg(feature = "sqlite")]
-            gate: None,
-        }
+        Db::wrap(Pool::MySql(pool), None)
     }
 
     /// Wraps an existing PostgreSQL pool.
+    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Db {
-        Db {
-            pool: Pool::Postgres(pool),
-            #[cfg(feature = "sqlite")]
-            gate: None,
-        }
+        Db::wrap(Pool::Postgres(pool), None)
+    }
+
+    /// This `Db`, recording its metrics into `metrics` from now on
+    /// (transactions already begun keep the metrics they had).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use safesync_core::{Db, Metrics};
+    ///
+    /// let registry = prometheus::Registry::new();
+    /// let db = Db::connect("sqlite::memory:").await?.with_metrics(Metrics::register(&registry)?);
+    /// # let _ = db;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Metrics) -> Db {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics this `Db` records into.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let metrics = db.metrics().clone(); // `Metrics::global()` here
+    /// # let _ = metrics;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The backend's SQL dialect.
@@ -287,22 +342,42 @@ impl Db {
     }
 
     /// Begins a transaction. Dropping it without `commit` rolls it back.
+    ///
+    /// The transaction has a `safesync.transaction` tracing span (info
+    /// level, fields `dialect` and `outcome`), open until it commits, rolls
+    /// back or is dropped; the record operations run inside it.
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => {
-                let gate = match &self.gate {
-                    Some(g) => Some(Arc::clone(g).lock_owned().await),
-                    None => None,
-                };
-                let t = p.begin_with("BEGIN IMMEDIATE").await?;
-                Ok(Tx::new(TxInner::Sqlite(t), gate))
-            }
-            #[cfg(feature = "mysql")]
-            Pool::MySql(p) => Ok(Tx::new(TxInner::MySql(p.begin().await?), None)),
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => Ok(Tx::new(TxInner::Postgres(p.begin().await?), None)),
+        let span = tracing::info_span!(
+            "safesync.transaction",
+            dialect = ?self.dialect(),
+            outcome = tracing::field::Empty,
+        );
+        let (inner, gate) = async {
+            Ok::<_, Error>(match &self.pool {
+                #[cfg(feature = "sqlite")]
+                Pool::Sqlite(p) => {
+                    let gate = match &self.gate {
+                        Some(g) => Some(Arc::clone(g).lock_owned().await),
+                        None => None,
+                    };
+                    let t = p.begin_with("BEGIN IMMEDIATE").await?;
+                    (TxInner::Sqlite(t), gate)
+                }
+                #[cfg(feature = "mysql")]
+                Pool::MySql(p) => (TxInner::MySql(p.begin().await?), None),
+                #[cfg(feature = "postgres")]
+                Pool::Postgres(p) => (TxInner::Postgres(p.begin().await?), None),
+            })
         }
+        .instrument(span.clone())
+        .await?;
+        Ok(Tx::new(
+            inner,
+            self.clone(),
+            gate,
+            self.metrics.clone(),
+            span,
+        ))
     }
 
     /// Runs `f` in a new transaction: commits when it returns `Ok`, rolls
@@ -311,14 +386,29 @@ impl Db {
     /// `f` returns a boxed future (`|tx| Box::pin(async move { … })`) so the
     /// call stays `Send` inside `tokio::spawn`, which an `async` closure
     /// borrowing the transaction is not on current rustc.
-    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    ///
+    /// The closure may borrow from its surroundings: the transaction it gets
+    /// is a `Tx<'a>` whose lifetime `'a` covers those borrows.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let sql = String::from("SELECT 1");
+    /// let sql = &sql; // borrowed, not moved, into the transaction
+    /// db.transaction(|tx| Box::pin(async move { tx.execute(sql).await })).await?;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn transaction<'a, T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: for<'t> FnOnce(&'t mut Tx<'static>) -> BoxFuture<'t, Result<T, E>> + Send,
+        F: for<'t> FnOnce(&'t mut Tx<'a>) -> BoxFuture<'t, Result<T, E>> + Send,
         E: From<Error> + Send,
         T: Send,
     {
-        let mut tx = self.begin().await?;
-        match f(&mut tx).await {
+        // `Tx` is covariant: the pool's `Tx<'static>` serves as a `Tx<'a>`,
+        // which lets the closure's future hold borrows of lifetime `'a`.
+        let mut tx: Tx<'a> = self.begin().await?;
+        let span = tx.span.clone();
+        match f(&mut tx).instrument(span).await {
             Ok(v) => {
                 tx.commit().await?;
                 Ok(v)
@@ -340,6 +430,10 @@ impl Db {
     /// error returns at once, as it is; when attempts or time run out the
     /// result is [`Error::RetriesExhausted`] with the last error inside.
     ///
+    /// Each attempt runs in a `safesync.retry.attempt` tracing span (info
+    /// level, field `attempt`, from 1), and every attempt after the first
+    /// adds one to `safesync_retry_attempts_total` (see [`Metrics`]).
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// use safesync_core::{Db, RetryPolicy};
@@ -351,9 +445,9 @@ impl Db {
     /// # let _ = n;
     /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
     /// ```
-    pub async fn retry<T, F>(&self, policy: RetryPolicy, mut f: F) -> Result<T>
+    pub async fn retry<'a, T, F>(&self, policy: RetryPolicy, mut f: F) -> Result<T>
     where
-        F: for<'t> FnMut(&'t mut Tx<'static>) -> BoxFuture<'t, Result<T>> + Send,
+        F: for<'t> FnMut(&'t mut Tx<'a>) -> BoxFuture<'t, Result<T>> + Send,
         T: Send,
     {
         let start = Instant::now();
@@ -361,7 +455,11 @@ impl Db {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let err = match self.transaction(&mut f).await {
+            if attempt > 1 {
+                self.metrics.retry_attempt();
+            }
+            let span = tracing::info_span!("safesync.retry.attempt", attempt);
+            let err = match self.transaction(&mut f).instrument(span).await {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };

@@ -1,7 +1,8 @@
 //! Runtime of [safesync](https://docs.rs/safesync): the [`Db`] pool over
 //! SQLite, MySQL/MariaDB and PostgreSQL, transactions ([`Tx`]), the record
 //! traits the derives implement ([`Record`], [`Versioned`], [`Locked`]),
-//! retries ([`RetryPolicy`]) and the one [`Error`] type.
+//! retries ([`RetryPolicy`]), Prometheus [`Metrics`] and the one [`Error`]
+//! type.
 //!
 //! Users depend on the `safesync` facade crate, not on this one.
 //!
@@ -18,18 +19,22 @@
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
 compile_error!("safesync needs at least one backend feature: `sqlite`, `mysql` or `postgres`");
 
+mod advisory;
 mod db;
 mod dialect;
 mod error;
+mod metrics;
 mod ops;
 mod record;
 mod redact;
 mod retry;
 mod tx;
 
+pub use advisory::{AdvisoryLock, LockOptions, advisory_key};
 pub use db::{Db, DbOptions};
 pub use dialect::Dialect;
 pub use error::{Error, Result};
+pub use metrics::Metrics;
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
 pub use tx::Tx;
@@ -42,7 +47,61 @@ pub mod __private {
     };
     pub use crate::{Locked, Table, Versioned};
     pub use futures_core::future::BoxFuture;
+    pub use prometheus;
     pub use sqlx;
+
+    /// `#[transactional]`: boxes the future of one attempt, so the closure
+    /// given to `Db::transaction`/`Db::retry` returns a `BoxFuture` without
+    /// the generated code naming `Box`.
+    pub fn box_future<'t, T>(future: impl Future<Output = T> + Send + 't) -> BoxFuture<'t, T> {
+        Box::pin(future)
+    }
+
+    /// `#[transactional(retry)]`: what an argument must be to be handed to
+    /// every attempt. Shared references are passed as they are; everything
+    /// else is cloned per attempt.
+    #[diagnostic::on_unimplemented(
+        message = "argument of type `{Self}` of a `#[transactional(retry)]` fn is passed to every attempt, so it must be `Clone` or a shared reference",
+        label = "not `Clone`: derive or implement `Clone`, or take `&{Self}`",
+        note = "every attempt runs in a new transaction and gets its own copy of the arguments"
+    )]
+    pub trait RetryArg: Sized {
+        /// One attempt's copy of the argument.
+        #[must_use]
+        fn per_attempt(&self) -> Self;
+    }
+
+    impl<T: Clone> RetryArg for T {
+        fn per_attempt(&self) -> Self {
+            self.clone()
+        }
+    }
+
+    /// `#[transactional(retry)]`: the fn's return type, which must carry
+    /// safesync's [`Error`](crate::Error) for the retry to classify it.
+    #[diagnostic::on_unimplemented(
+        message = "a `#[transactional(retry)]` fn returns `Result<T, safesync::Error>`, not `{Self}`",
+        label = "`retry` needs `safesync::Error` here",
+        note = "retry decides from safesync's error kinds (conflict, deadlock, busy) what is safe to run again; without `retry` any error type that implements `From<safesync::Error>` works"
+    )]
+    pub trait RetryResult: Sized {
+        /// The `Ok` type.
+        type Ok;
+        /// Into what `Db::retry` takes.
+        fn into_result(self) -> crate::Result<Self::Ok>;
+        /// From what `Db::retry` returns.
+        fn from_result(result: crate::Result<Self::Ok>) -> Self;
+    }
+
+    impl<T> RetryResult for crate::Result<T> {
+        type Ok = T;
+        fn into_result(self) -> crate::Result<T> {
+            self
+        }
+        fn from_result(result: crate::Result<T>) -> Self {
+            result
+        }
+    }
 
     /// Adds the column's name to a decode error, so the message says which
     /// field failed.

@@ -1,9 +1,14 @@
 //! The record operations, written once and run on every backend.
 
+use std::fmt;
+use std::time::Instant;
+
 use sqlx::{Arguments as _, Database, Executor as _};
+use tracing::Instrument as _;
 
 use crate::dialect::{DbErrorKind, Sql, classify};
 use crate::error::{Error, Result};
+use crate::metrics::{WriteOp, WriteOutcome};
 use crate::record::{Inserted, Record, RowCodec, Table};
 use crate::tx::{Tx, on_tx};
 
@@ -18,13 +23,83 @@ fn key_of<T: Table>(key: &T::Key) -> String {
     format!("{key:?}")
 }
 
+/// A record's key for a span field, formatted only if a subscriber reads it.
+struct KeyOf<'a, T>(&'a T);
+
+impl<T: Table> fmt::Debug for KeyOf<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.key_debug())
+    }
+}
+
+/// `find`, or a row lock of the `kind` label of the lock metrics.
+///
+/// `pick` selects the statement, and `Record`/`Locked` each pass the
+/// selector of their own field, so the field picked tells the read apart.
+fn row_lock_kind(stmts: &Sql, sql: &String) -> Option<&'static str> {
+    if std::ptr::eq(sql, &raw const stmts.lock) {
+        Some("row")
+    } else if std::ptr::eq(sql, &raw const stmts.lock_nowait) {
+        Some("row_nowait")
+    } else if std::ptr::eq(sql, &raw const stmts.lock_skip_locked) {
+        Some("row_skip_locked")
+    } else {
+        None
+    }
+}
+
+/// `find` (a `safesync.record` span) and the row locks (a
+/// `safesync.lock.acquire` span, and the lock-acquire metrics).
 pub(crate) async fn fetch<T: Record>(
     tx: &mut Tx<'_>,
     key: &T::Key,
     pick: fn(&Sql) -> &String,
     nowait: Option<Nowait>,
 ) -> Result<Option<T>> {
-    let sql = pick(T::statements().get(tx.dialect(), T::META)).as_str();
+    let stmts = T::statements().get(tx.dialect(), T::META);
+    let sql = pick(stmts);
+    let table = T::META.table;
+    let Some(kind) = row_lock_kind(stmts, sql) else {
+        let span = tracing::debug_span!(
+            parent: &tx.span,
+            "safesync.record",
+            table,
+            op = "find",
+            key = ?key,
+        );
+        return fetch_row(tx, key, sql, nowait).instrument(span).await;
+    };
+    let span = tracing::debug_span!(
+        parent: &tx.span,
+        "safesync.lock.acquire",
+        kind,
+        table,
+        key = ?key,
+        outcome = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let result = fetch_row(tx, key, sql, nowait)
+        .instrument(span.clone())
+        .await;
+    let outcome = match &result {
+        Ok(Some(_)) => "acquired",
+        Ok(None) if kind == "row_skip_locked" => "skipped",
+        Ok(None) => "absent",
+        Err(Error::LockBusy { .. }) => "busy",
+        Err(e) if e.is_lock_wait_timeout() => "timeout",
+        Err(_) => "error",
+    };
+    tx.metrics.lock_acquired(kind, outcome, start.elapsed());
+    span.record("outcome", outcome);
+    result
+}
+
+async fn fetch_row<T: Record>(
+    tx: &mut Tx<'_>,
+    key: &T::Key,
+    sql: &str,
+    nowait: Option<Nowait>,
+) -> Result<Option<T>> {
     let savepoint = nowait.is_some() && tx.dialect() == crate::Dialect::Postgres;
     let result: Result<Option<T>> = on_tx!(tx, |conn, DB| {
         if savepoint {
@@ -117,7 +192,44 @@ async fn run_insert<T: Record>(record: &T, tx: &mut Tx<'_>, idempotent: bool) ->
     })
 }
 
+/// The `safesync.record` span of a write.
+fn write_span<T: Table>(tx: &Tx<'_>, op: WriteOp, record: &T) -> tracing::Span {
+    tracing::debug_span!(
+        parent: &tx.span,
+        "safesync.record",
+        table = T::META.table,
+        op = op.as_str(),
+        key = ?KeyOf(record),
+        outcome = tracing::field::Empty,
+    )
+}
+
+/// Counts and times a finished write, and notes its outcome on its span.
+fn write_done<T: Table>(
+    tx: &Tx<'_>,
+    span: &tracing::Span,
+    op: WriteOp,
+    outcome: WriteOutcome,
+    start: Instant,
+) {
+    tx.metrics
+        .write(T::META.table, op, outcome, start.elapsed());
+    span.record("outcome", outcome.as_str());
+}
+
 pub(crate) async fn insert<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
+    let span = write_span(tx, WriteOp::Insert, record);
+    let start = Instant::now();
+    let result = insert_row(record, tx).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(()) => WriteOutcome::Ok,
+        Err(e) => WriteOutcome::of_error(e),
+    };
+    write_done::<T>(tx, &span, WriteOp::Insert, outcome, start);
+    result
+}
+
+async fn insert_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
     match run_insert(record, tx, false).await {
         Ok(_) => Ok(()),
         Err(Error::Database(e)) if classify(&e) == Some(DbErrorKind::Duplicate) => {
@@ -135,6 +247,21 @@ pub(crate) async fn insert<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()>
 }
 
 pub(crate) async fn insert_idempotent<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<Inserted> {
+    let span = write_span(tx, WriteOp::InsertIdempotent, record);
+    let start = Instant::now();
+    let result = insert_idempotent_row(record, tx)
+        .instrument(span.clone())
+        .await;
+    let outcome = match &result {
+        Ok(Inserted::Inserted) => WriteOutcome::Ok,
+        Ok(Inserted::AlreadyExists) => WriteOutcome::AlreadyExists,
+        Err(e) => WriteOutcome::of_error(e),
+    };
+    write_done::<T>(tx, &span, WriteOp::InsertIdempotent, outcome, start);
+    result
+}
+
+async fn insert_idempotent_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<Inserted> {
     match run_insert(record, tx, true).await {
         // ON CONFLICT (key) DO NOTHING: 0 rows means this key existed.
         Ok(0) => Ok(Inserted::AlreadyExists),
@@ -170,6 +297,18 @@ async fn explain_miss<T: Record>(record: &T, tx: &mut Tx<'_>) -> Error {
 }
 
 pub(crate) async fn update<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result<()> {
+    let span = write_span(tx, WriteOp::Update, record);
+    let start = Instant::now();
+    let result = update_row(record, tx).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(()) => WriteOutcome::Ok,
+        Err(e) => WriteOutcome::of_error(e),
+    };
+    write_done::<T>(tx, &span, WriteOp::Update, outcome, start);
+    result
+}
+
+async fn update_row<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result<()> {
     let sql = T::statements().get(tx.dialect(), T::META).update.as_str();
     let rows: Result<u64> = on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();
@@ -191,6 +330,18 @@ pub(crate) async fn update<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result
 }
 
 pub(crate) async fn delete<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
+    let span = write_span(tx, WriteOp::Delete, record);
+    let start = Instant::now();
+    let result = delete_row(record, tx).instrument(span.clone()).await;
+    let outcome = match &result {
+        Ok(()) => WriteOutcome::Ok,
+        Err(e) => WriteOutcome::of_error(e),
+    };
+    write_done::<T>(tx, &span, WriteOp::Delete, outcome, start);
+    result
+}
+
+async fn delete_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
     let sql = T::statements().get(tx.dialect(), T::META).delete.as_str();
     let rows: Result<u64> = on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();

@@ -1,9 +1,11 @@
 //! Transactions.
 
 use tokio::sync::OwnedMutexGuard;
+use tracing::Instrument as _;
 
 use crate::dialect::Dialect;
 use crate::error::Result;
+use crate::metrics::Metrics;
 
 /// A database transaction on any backend.
 ///
@@ -26,7 +28,16 @@ pub struct Tx<'c> {
     // Field order matters: the transaction is dropped (and its rollback
     // queued) before the SQLite write gate opens.
     pub(crate) inner: TxInner<'c>,
+    /// Named locks taken with `advisory_xact_lock` on MySQL and SQLite,
+    /// released right after commit or rollback (dropped: closed, so freed).
+    pub(crate) xact_locks: Vec<crate::AdvisoryLock>,
+    /// The database this transaction came from, for dedicated lock sessions.
+    pub(crate) db: crate::Db,
     _gate: Option<OwnedMutexGuard<()>>,
+    /// Where this transaction's operations record (the `Db`'s metrics).
+    pub(crate) metrics: Metrics,
+    /// The `safesync.transaction` span; operations' spans are its children.
+    pub(crate) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Tx<'_> {
@@ -78,34 +89,68 @@ macro_rules! on_tx {
 pub(crate) use on_tx;
 
 impl<'c> Tx<'c> {
-    pub(crate) fn new(inner: TxInner<'c>, gate: Option<OwnedMutexGuard<()>>) -> Self {
-        Tx { inner, _gate: gate }
+    pub(crate) fn new(
+        inner: TxInner<'c>,
+        db: crate::Db,
+        gate: Option<OwnedMutexGuard<()>>,
+        metrics: Metrics,
+        span: tracing::Span,
+    ) -> Self {
+        Tx {
+            inner,
+            xact_locks: Vec::new(),
+            db,
+            _gate: gate,
+            metrics,
+            span,
+        }
     }
 
     /// Commits the transaction.
     pub async fn commit(self) -> Result<()> {
-        match self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(t) => t.commit().await?,
-            #[cfg(feature = "mysql")]
-            TxInner::MySql(t) => t.commit().await?,
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(t) => t.commit().await?,
-        }
-        Ok(())
+        self.finish(true).await
     }
 
     /// Rolls the transaction back (dropping it does the same).
     pub async fn rollback(self) -> Result<()> {
-        match self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(t) => t.rollback().await?,
-            #[cfg(feature = "mysql")]
-            TxInner::MySql(t) => t.rollback().await?,
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(t) => t.rollback().await?,
+        self.finish(false).await
+    }
+
+    /// Commits or rolls back, records the outcome on the span, then frees
+    /// the transaction-scoped named locks.
+    async fn finish(mut self, commit: bool) -> Result<()> {
+        macro_rules! end {
+            ($t:expr) => {
+                if commit {
+                    $t.commit().await
+                } else {
+                    $t.rollback().await
+                }
+            };
         }
-        Ok(())
+        let span = self.span.clone();
+        let xact_locks = std::mem::take(&mut self.xact_locks);
+        let done = async {
+            match self.inner {
+                #[cfg(feature = "sqlite")]
+                TxInner::Sqlite(t) => end!(t),
+                #[cfg(feature = "mysql")]
+                TxInner::MySql(t) => end!(t),
+                #[cfg(feature = "postgres")]
+                TxInner::Postgres(t) => end!(t),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match (commit, done.is_ok()) {
+            (true, true) => "committed",
+            (true, false) => "commit_failed",
+            (false, true) => "rolled_back",
+            (false, false) => "rollback_failed",
+        };
+        span.record("outcome", outcome);
+        crate::advisory::release_all(xact_locks).await;
+        Ok(done?)
     }
 
     /// The backend's SQL dialect.

@@ -1,10 +1,11 @@
-//! Derive macros of [safesync](https://docs.rs/safesync). Use them through
+//! Derive and attribute macros of [safesync](https://docs.rs/safesync). Use them through
 //! the `safesync` crate, which re-exports them beside the traits they
 //! implement.
 
 mod internals;
 mod locked;
 mod record;
+mod transactional;
 mod versioned;
 
 use proc_macro::TokenStream;
@@ -28,4 +29,14 @@ pub fn derive_locked(input: TokenStream) -> TokenStream {
     locked::expand(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+/// Runs an `async fn` taking `tx: &mut Tx<'_>` in a transaction, through a
+/// wrapper of the same name taking `db: &Db`. Documented at its re-export,
+/// `safesync::transactional`.
+#[proc_macro_attribute]
+pub fn transactional(args: TokenStream, input: TokenStream) -> TokenStream {
+    // Not `parse_macro_input!`: on an error the fn is still emitted, so call
+    // sites and IDEs keep working.
+    transactional::expand(args.into(), &input.into()).into()
 }

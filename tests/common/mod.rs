@@ -134,21 +134,12 @@ impl TestDb {
 
     /// A second, independent pool on the same database (another "process").
     pub async fn other_db(&self) -> Db {
-        match self.backend {
-            Backend::Sqlite => Db::connect(&self.namespace).await.unwrap(),
-            Backend::MySql => {
-                let o = sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url())
-                    .unwrap()
-                    .database(&self.namespace);
-                Db::from_mysql_pool(sqlx::MySqlPool::connect_with(o).await.unwrap())
-            }
-            Backend::Postgres => {
-                let o = sqlx::postgres::PgConnectOptions::from_str(&pg_url())
-                    .unwrap()
-                    .options([("search_path", self.namespace.as_str())]);
-                Db::from_pg_pool(sqlx::PgPool::connect_with(o).await.unwrap())
-            }
-        }
+        attach(self.backend, &self.namespace).await
+    }
+
+    /// What [`attach`] needs to reach this database from another process.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// Drops the test's database or schema.
@@ -177,4 +168,42 @@ macro_rules! on_every_backend {
         mod mysql { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::MySql).await } )* }
         mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::Postgres).await } )* }
     };
+}
+
+/// Opens the database of a [`TestDb`] by its namespace, e.g. in a child process.
+pub async fn attach(backend: Backend, namespace: &str) -> Db {
+    match backend {
+        Backend::Sqlite => Db::connect(namespace).await.unwrap(),
+        Backend::MySql => {
+            let o = sqlx::mysql::MySqlConnectOptions::from_str(&mysql_url())
+                .unwrap()
+                .database(namespace);
+            Db::from_mysql_pool(sqlx::MySqlPool::connect_with(o).await.unwrap())
+        }
+        Backend::Postgres => {
+            let o = sqlx::postgres::PgConnectOptions::from_str(&pg_url())
+                .unwrap()
+                .options([("search_path", namespace)]);
+            Db::from_pg_pool(sqlx::PgPool::connect_with(o).await.unwrap())
+        }
+    }
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::MySql => "mysql",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Backend {
+        match name {
+            "sqlite" => Backend::Sqlite,
+            "mysql" => Backend::MySql,
+            "postgres" => Backend::Postgres,
+            other => panic!("unknown backend {other}"),
+        }
+    }
 }

@@ -1,0 +1,681 @@
+//! Named advisory locks across processes and hosts.
+//!
+//! | backend | mechanism |
+//! |---|---|
+//! | MySQL / MariaDB | `GET_LOCK` / `RELEASE_LOCK` on a dedicated connection; names over 64 bytes are hashed |
+//! | PostgreSQL | session `pg_advisory_lock` on a dedicated connection, keyed by a stable 64-bit hash of the name |
+//! | SQLite (file) | an OS file lock (`flock`) on a sidecar file next to the database, per name: it excludes every process that shares the database file, and the OS drops it when the holder dies |
+//! | SQLite (memory) | an in-process lock, per name |
+//!
+//! The connection of a lock guard never comes from (or goes back to) the
+//! pool: a pooled connection would keep the lock alive after the guard is
+//! gone. A guard dropped without [`AdvisoryLock::release`], or whose future
+//! was cancelled, closes its connection, and the server frees the lock.
+
+#[cfg(feature = "sqlite")]
+use std::collections::HashMap;
+use std::sync::Arc;
+#[cfg(feature = "sqlite")]
+use std::sync::{Mutex as StdMutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::tx::Tx;
+
+/// Metric `kind` label of session-scoped named locks.
+const KIND_SESSION: &str = "advisory";
+/// Metric `kind` label of transaction-scoped named locks.
+const KIND_XACT: &str = "advisory_xact";
+
+/// How long to wait for a named lock, and how often a held lock checks that
+/// its connection is still alive.
+///
+/// ```
+/// use std::time::Duration;
+/// use safesync_core::LockOptions;
+///
+/// let opts = LockOptions::new(Duration::from_secs(5)).ping_interval(Duration::from_millis(500));
+/// assert_eq!(opts.timeout(), Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockOptions {
+    timeout: Duration,
+    ping_interval: Duration,
+}
+
+impl LockOptions {
+    /// Wait at most `timeout` (zero: try once). The ping interval is 1 s.
+    pub fn new(timeout: Duration) -> Self {
+        LockOptions {
+            timeout,
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// How often the guard checks its connection; a loss is reported within
+    /// this interval.
+    #[must_use]
+    pub fn ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The configured wait.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// A stable 64-bit FNV-1a hash: every process, build and version maps a name
+/// to the same key.
+///
+/// ```
+/// assert_eq!(safesync_core::advisory_key("user:42"), safesync_core::advisory_key("user:42"));
+/// assert_ne!(safesync_core::advisory_key("a"), safesync_core::advisory_key("b"));
+/// ```
+pub fn advisory_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// The name MySQL sees: itself up to 64 bytes, else a hash of it.
+#[cfg(feature = "mysql")]
+fn mysql_name(name: &str) -> String {
+    if name.len() <= 64 {
+        name.to_owned()
+    } else {
+        format!("safesync:{:016x}", advisory_key(name))
+    }
+}
+
+enum Session {
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlConnection, String),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgConnection, i64),
+    #[cfg(feature = "sqlite")]
+    File(std::fs::File),
+    #[cfg(feature = "sqlite")]
+    Memory(tokio::sync::OwnedMutexGuard<()>),
+}
+
+impl Session {
+    /// True while the lock is still ours.
+    async fn check(&mut self) -> bool {
+        match self {
+            #[cfg(feature = "mysql")]
+            Session::MySql(conn, name) => {
+                let r: std::result::Result<Option<i64>, _> =
+                    sqlx::query_scalar("SELECT IS_USED_LOCK(?) = CONNECTION_ID()")
+                        .bind(name.as_str())
+                        .fetch_one(conn)
+                        .await;
+                matches!(r, Ok(Some(1)))
+            }
+            #[cfg(feature = "postgres")]
+            Session::Postgres(conn, _) => sqlx::Connection::ping(conn).await.is_ok(),
+            #[cfg(feature = "sqlite")]
+            Session::File(_) | Session::Memory(_) => true,
+        }
+    }
+
+    /// Releases the lock; `false` when it was no longer held.
+    async fn release(self) -> Result<bool> {
+        match self {
+            #[cfg(feature = "mysql")]
+            Session::MySql(mut conn, name) => {
+                let r: Option<i64> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
+                    .bind(name.as_str())
+                    .fetch_one(&mut conn)
+                    .await?;
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(r == Some(1))
+            }
+            #[cfg(feature = "postgres")]
+            Session::Postgres(mut conn, key) => {
+                let r: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?;
+                let _ = sqlx::Connection::close(conn).await;
+                Ok(r)
+            }
+            #[cfg(feature = "sqlite")]
+            Session::File(file) => Ok(file.unlock().is_ok()),
+            #[cfg(feature = "sqlite")]
+            Session::Memory(guard) => {
+                drop(guard);
+                Ok(true)
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "mysql")]
+            Session::MySql(..) => "mysql_get_lock",
+            #[cfg(feature = "postgres")]
+            Session::Postgres(..) => "pg_advisory",
+            #[cfg(feature = "sqlite")]
+            Session::File(_) => "file",
+            #[cfg(feature = "sqlite")]
+            Session::Memory(_) => "memory",
+        }
+    }
+}
+
+/// A held named lock. Release it with [`release`](AdvisoryLock::release);
+/// dropping it closes its connection, which frees the lock too.
+///
+/// The guard watches its connection: [`is_held`](AdvisoryLock::is_held)
+/// turns false and [`lost`](AdvisoryLock::lost) resolves when the connection
+/// dies (the server then frees the lock, so another process may hold it).
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct AdvisoryLock {
+    name: String,
+    session: Arc<Mutex<Option<Session>>>,
+    held: watch::Receiver<bool>,
+    watcher: Option<JoinHandle<()>>,
+    session_id: Option<i64>,
+    kind: &'static str,
+    acquired_at: Instant,
+    metrics: Metrics,
+    metric_kind: &'static str,
+}
+
+impl std::fmt::Debug for AdvisoryLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvisoryLock")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("held", &*self.held.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdvisoryLock {
+    fn start(
+        name: &str,
+        session: Session,
+        session_id: Option<i64>,
+        ping: Duration,
+        metrics: Metrics,
+        metric_kind: &'static str,
+    ) -> Self {
+        let kind = session.kind();
+        let session = Arc::new(Mutex::new(Some(session)));
+        let (tx, rx) = watch::channel(true);
+        let session_for_pings = Arc::clone(&session);
+        let lock_name = name.to_owned();
+        let lost_metrics = metrics.clone();
+        let watcher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ping);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let mut guard = session_for_pings.lock().await;
+                let Some(s) = guard.as_mut() else { return };
+                if !s.check().await {
+                    // Dropping the session closes the connection for good.
+                    guard.take();
+                    tracing::warn!(lock = %lock_name, "named lock lost: its connection is gone");
+                    lost_metrics.lock_lost(metric_kind);
+                    let _ = tx.send(false);
+                    return;
+                }
+            }
+        });
+        AdvisoryLock {
+            name: name.to_owned(),
+            session,
+            held: rx,
+            watcher: Some(watcher),
+            session_id,
+            kind,
+            acquired_at: Instant::now(),
+            metrics,
+            metric_kind,
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The database session holding the lock: MySQL's `CONNECTION_ID()`,
+    /// Postgres's `pg_backend_pid()`; `None` on SQLite.
+    pub fn session_id(&self) -> Option<i64> {
+        self.session_id
+    }
+
+    /// False once the guard has seen its connection die.
+    pub fn is_held(&self) -> bool {
+        *self.held.borrow()
+    }
+
+    /// Resolves when the lock is lost (at once if it already is). Race your
+    /// work against it with `tokio::select!` to stop when exclusivity ends.
+    pub async fn lost(&self) -> Error {
+        let mut rx = self.held.clone();
+        let _ = rx.wait_for(|held| !*held).await;
+        Error::LockLost {
+            name: self.name.clone(),
+        }
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.acquired_at.elapsed()
+    }
+
+    /// Releases the lock and closes its connection.
+    /// [`Error::LockLost`] when it had been lost before.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+            self.metrics
+                .lock_held(self.metric_kind, self.acquired_at.elapsed());
+        }
+        let session = self.session.lock().await.take();
+        let still_held = match session {
+            Some(s) => s.release().await?,
+            None => false,
+        };
+        if still_held {
+            Ok(())
+        } else {
+            Err(Error::LockLost {
+                name: self.name.clone(),
+            })
+        }
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        if let Some(w) = self.watcher.take() {
+            w.abort();
+            self.metrics
+                .lock_held(self.metric_kind, self.acquired_at.elapsed());
+        }
+        // The session (and its connection) is dropped with the last Arc:
+        // the socket closes and the server frees the lock. Nothing goes
+        // back to a pool.
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn memory_lock(name: &str) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<StdMutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let map = LOCKS.get_or_init(Default::default);
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Arc::clone(map.entry(name.to_owned()).or_default())
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite_lock(
+    path: Option<std::path::PathBuf>,
+    name: &str,
+    timeout: Duration,
+) -> Result<Option<Session>> {
+    let Some(db_path) = path else {
+        let m = memory_lock(name);
+        let guard = if timeout.is_zero() {
+            m.try_lock_owned().ok()
+        } else {
+            tokio::time::timeout(timeout, m.lock_owned()).await.ok()
+        };
+        return Ok(guard.map(Session::Memory));
+    };
+    let lock_path = {
+        let mut p = db_path.into_os_string();
+        p.push(format!(".lock-{:016x}", advisory_key(name)));
+        std::path::PathBuf::from(p)
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot open lock file {}: {e}",
+                lock_path.display()
+            ))
+        })?;
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(Session::File(file))),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(Error::Config(format!(
+                    "cannot lock {}: {e}",
+                    lock_path.display()
+                )));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+impl Db {
+    /// Takes the named lock, waiting up to `timeout` (zero: try once);
+    /// [`Error::LockTimeout`] when it stays busy. There is no wait-forever.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let guard = db.advisory_lock("nightly-report", Duration::from_secs(1)).await?;
+    /// assert!(db.try_advisory_lock("nightly-report").await?.is_none());
+    /// guard.release().await?;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn advisory_lock(&self, name: &str, timeout: Duration) -> Result<AdvisoryLock> {
+        self.advisory_lock_with(name, LockOptions::new(timeout))
+            .await?
+            .ok_or_else(|| Error::LockTimeout {
+                name: name.to_owned(),
+                waited: timeout,
+            })
+    }
+
+    /// Takes the named lock if it is free right now.
+    pub async fn try_advisory_lock(&self, name: &str) -> Result<Option<AdvisoryLock>> {
+        self.advisory_lock_with(name, LockOptions::new(Duration::ZERO))
+            .await
+    }
+
+    /// Takes the named lock with explicit options; `Ok(None)` when it stayed
+    /// busy for the whole timeout.
+    pub async fn advisory_lock_with(
+        &self,
+        name: &str,
+        options: LockOptions,
+    ) -> Result<Option<AdvisoryLock>> {
+        self.acquire_named(name, options, KIND_SESSION).await
+    }
+
+    async fn acquire_named(
+        &self,
+        name: &str,
+        options: LockOptions,
+        metric_kind: &'static str,
+    ) -> Result<Option<AdvisoryLock>> {
+        let started = Instant::now();
+        let span = tracing::debug_span!(
+            "safesync.lock.acquire",
+            kind = metric_kind,
+            lock = name,
+            outcome = tracing::field::Empty
+        );
+        let acquired = tracing::Instrument::instrument(
+            self.acquire_session(name, options.timeout),
+            span.clone(),
+        )
+        .await;
+        let outcome = match &acquired {
+            Ok(Some(_)) => "acquired",
+            Ok(None) => "timeout",
+            Err(_) => "error",
+        };
+        span.record("outcome", outcome);
+        self.metrics()
+            .lock_acquired(metric_kind, outcome, started.elapsed());
+        Ok(acquired?.map(|(session, id)| {
+            AdvisoryLock::start(
+                name,
+                session,
+                id,
+                options.ping_interval,
+                self.metrics().clone(),
+                metric_kind,
+            )
+        }))
+    }
+
+    async fn acquire_session(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<(Session, Option<i64>)>> {
+        #[cfg(feature = "sqlite")]
+        if let Some(pool) = self.as_sqlite() {
+            let opts = pool.connect_options();
+            let path = opts.get_filename();
+            let memory = path.as_os_str().to_string_lossy().contains("memory")
+                || path.as_os_str() == ":memory:";
+            let path = (!memory).then(|| path.to_path_buf());
+            return Ok(sqlite_lock(path, name, timeout).await?.map(|s| (s, None)));
+        }
+        #[cfg(feature = "mysql")]
+        if let Some(pool) = self.as_mysql() {
+            let mut conn: sqlx::MySqlConnection =
+                sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
+            let lock_name = mysql_name(name);
+            let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+                .bind(lock_name.as_str())
+                .bind(timeout.as_secs_f64())
+                .fetch_one(&mut conn)
+                .await?;
+            return match got {
+                Some(1) => {
+                    let id: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                        .fetch_one(&mut conn)
+                        .await?;
+                    Ok(Some((Session::MySql(conn, lock_name), Some(id))))
+                }
+                Some(_) => Ok(None),
+                None => Err(Error::Config(format!(
+                    "GET_LOCK('{lock_name}') returned NULL: the server could not take the lock"
+                ))),
+            };
+        }
+        #[cfg(feature = "postgres")]
+        if let Some(pool) = self.as_postgres() {
+            let mut conn: sqlx::PgConnection =
+                sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
+            let key = advisory_key(name);
+            let got = if timeout.is_zero() {
+                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut conn)
+                    .await?
+            } else {
+                let ms = format!("{}ms", timeout.as_millis().max(1));
+                sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+                    .bind(ms)
+                    .execute(&mut conn)
+                    .await?;
+                let r = sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(key)
+                    .execute(&mut conn)
+                    .await;
+                sqlx::query("SELECT set_config('lock_timeout', '0', false)")
+                    .execute(&mut conn)
+                    .await?;
+                match r {
+                    Ok(_) => true,
+                    Err(e)
+                        if matches!(
+                            crate::dialect::classify(&e),
+                            Some(
+                                crate::dialect::DbErrorKind::LockWaitTimeout
+                                    | crate::dialect::DbErrorKind::LockNotAvailable
+                            )
+                        ) =>
+                    {
+                        false
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if !got {
+                return Ok(None);
+            }
+            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?;
+            return Ok(Some((Session::Postgres(conn, key), Some(i64::from(pid)))));
+        }
+        Err(Error::Config(
+            "no backend available for advisory locks".into(),
+        ))
+    }
+}
+
+/// Releases the transaction-scoped locks of a finished transaction.
+pub(crate) async fn release_all(locks: Vec<AdvisoryLock>) {
+    for lock in locks {
+        let name = lock.name.clone();
+        if let Err(e) = lock.release().await {
+            tracing::warn!(lock = %name, error = %e, "transaction-scoped named lock was lost before commit/rollback");
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// Takes a named lock until this transaction commits or rolls back,
+    /// waiting up to `timeout` ([`Error::LockTimeout`] when busy).
+    ///
+    /// PostgreSQL: `pg_advisory_xact_lock`, released by the server at the
+    /// end of the transaction (a savepoint keeps the transaction usable after
+    /// a timeout). MySQL/MariaDB and SQLite have no transaction-scoped named
+    /// locks: safesync takes a session lock ([`Db::advisory_lock`]) and
+    /// releases it right after commit or rollback; a transaction dropped
+    /// without either closes the lock's connection, which frees it too.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let mut tx = db.begin().await?;
+    /// tx.advisory_xact_lock("invoice:7", Duration::from_secs(1)).await?;
+    /// tx.commit().await?; // the lock is free again
+    /// assert!(db.try_advisory_lock("invoice:7").await?.is_some());
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub async fn advisory_xact_lock(&mut self, name: &str, timeout: Duration) -> Result<()> {
+        #[cfg(feature = "postgres")]
+        if let Some(conn) = self.as_postgres() {
+            let started = Instant::now();
+            let got = pg_xact_lock(conn, advisory_key(name), timeout).await;
+            let outcome = match &got {
+                Ok(true) => "acquired",
+                Ok(false) => "timeout",
+                Err(_) => "error",
+            };
+            self.metrics
+                .lock_acquired(KIND_XACT, outcome, started.elapsed());
+            return if got? {
+                Ok(())
+            } else {
+                Err(Error::LockTimeout {
+                    name: name.to_owned(),
+                    waited: timeout,
+                })
+            };
+        }
+        let db = self.db.clone();
+        let lock = db
+            .acquire_named(name, LockOptions::new(timeout), KIND_XACT)
+            .await?
+            .ok_or_else(|| Error::LockTimeout {
+                name: name.to_owned(),
+                waited: timeout,
+            })?;
+        self.xact_locks.push(lock);
+        Ok(())
+    }
+}
+
+/// `pg_advisory_xact_lock` bounded by `lock_timeout`, under a savepoint so a
+/// timeout does not abort the caller's transaction.
+#[cfg(feature = "postgres")]
+async fn pg_xact_lock(conn: &mut sqlx::PgConnection, key: i64, timeout: Duration) -> Result<bool> {
+    use sqlx::Executor as _;
+    if timeout.is_zero() {
+        return Ok(sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?);
+    }
+    (&mut *conn).execute("SAVEPOINT safesync_xact_lock").await?;
+    let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+        .bind(format!("{}ms", timeout.as_millis().max(1)))
+        .execute(&mut *conn)
+        .await?;
+    let got = sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await;
+    match got {
+        Ok(_) => {
+            (&mut *conn)
+                .execute("RELEASE SAVEPOINT safesync_xact_lock")
+                .await?;
+            // Restore the caller's lock_timeout for the rest of the transaction
+            // (a rollback to the savepoint would have restored it by itself).
+            sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+                .bind(previous)
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+        Err(e) => {
+            (&mut *conn)
+                .execute("ROLLBACK TO SAVEPOINT safesync_xact_lock")
+                .await?;
+            if matches!(
+                crate::dialect::classify(&e),
+                Some(
+                    crate::dialect::DbErrorKind::LockWaitTimeout
+                        | crate::dialect::DbErrorKind::LockNotAvailable
+                )
+            ) {
+                Ok(false)
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advisory_key;
+
+    #[test]
+    fn advisory_keys_are_stable_across_builds() {
+        // FNV-1a 64 of "user:42", fixed forever: every process agrees.
+        assert_eq!(
+            advisory_key(""),
+            i64::from_ne_bytes(0xcbf2_9ce4_8422_2325u64.to_ne_bytes())
+        );
+        assert_eq!(advisory_key("user:42"), advisory_key("user:42"));
+        assert_ne!(advisory_key("user:42"), advisory_key("user:43"));
+    }
+}

@@ -1,0 +1,347 @@
+//! Named advisory locks on every backend: exclusion, timeouts, release on
+//! drop, loss of the holder's connection, and mutual exclusion across real
+//! processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use safesync::prelude::*;
+use safesync::{LockOptions, sqlx};
+
+async fn a_held_lock_excludes_others_until_released(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let other = t.other_db().await;
+    let name = common::unique("job");
+
+    let guard =
+        t.db.advisory_lock(&name, Duration::from_secs(1))
+            .await
+            .unwrap();
+    assert!(guard.is_held());
+    assert!(other.try_advisory_lock(&name).await.unwrap().is_none());
+
+    let start = Instant::now();
+    let err = other
+        .advisory_lock(&name, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    let waited = start.elapsed();
+    assert!(
+        matches!(&err, Error::LockTimeout { name: n, .. } if *n == name),
+        "{err:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "waited only {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+
+    // Another name is independent.
+    let unrelated = other.try_advisory_lock(&format!("{name}-b")).await.unwrap();
+    assert!(unrelated.is_some());
+
+    guard.release().await.unwrap();
+    let again = other
+        .advisory_lock(&name, Duration::from_secs(2))
+        .await
+        .unwrap();
+    again.release().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn a_dropped_guard_frees_the_lock(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let other = t.other_db().await;
+    let name = common::unique("drop");
+    let guard =
+        t.db.advisory_lock(&name, Duration::from_secs(1))
+            .await
+            .unwrap();
+    drop(guard);
+    // The guard's connection closes; the server frees the lock shortly after.
+    let g = other
+        .advisory_lock(&name, Duration::from_secs(10))
+        .await
+        .unwrap();
+    g.release().await.unwrap();
+
+    // A cancelled acquisition leaves nothing behind either.
+    let holder =
+        t.db.advisory_lock(&name, Duration::from_secs(1))
+            .await
+            .unwrap();
+    let waiting = other.advisory_lock(&name, Duration::from_secs(30));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), waiting)
+            .await
+            .is_err()
+    );
+    holder.release().await.unwrap();
+    let g = other
+        .advisory_lock(&name, Duration::from_secs(10))
+        .await
+        .unwrap();
+    g.release().await.unwrap();
+    t.cleanup().await;
+}
+
+async fn long_names_are_accepted_and_stay_distinct(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let long_a = format!("{}-{}", "x".repeat(100), common::unique("a"));
+    let long_b = format!("{}-{}", "x".repeat(100), common::unique("b"));
+    let a =
+        t.db.advisory_lock(&long_a, Duration::from_secs(1))
+            .await
+            .unwrap();
+    let b =
+        t.db.advisory_lock(&long_b, Duration::from_secs(1))
+            .await
+            .unwrap();
+    assert!(t.db.try_advisory_lock(&long_a).await.unwrap().is_none());
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+    t.cleanup().await;
+}
+
+/// Kills the holder's connection from outside; the guard must notice within
+/// its ping interval, and another holder can then take the lock.
+async fn a_killed_connection_is_reported_as_lock_lost(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // a file lock has no connection to lose
+    }
+    let t = TestDb::new(backend).await;
+    let other = t.other_db().await;
+    let name = common::unique("lost");
+    let guard =
+        t.db.advisory_lock_with(
+            &name,
+            LockOptions::new(Duration::from_secs(1)).ping_interval(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let id = guard.session_id().unwrap();
+    match backend {
+        Backend::MySql => {
+            sqlx::query(&format!("KILL {id}"))
+                .execute(other.as_mysql().unwrap())
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(i32::try_from(id).unwrap())
+                .fetch_one(other.as_postgres().unwrap())
+                .await
+                .unwrap();
+            assert!(killed);
+        }
+        Backend::Sqlite => unreachable!(),
+    }
+    let start = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), guard.lost())
+        .await
+        .expect("loss reported within the ping interval");
+    assert!(matches!(err, Error::LockLost { .. }));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(!guard.is_held());
+    let next = other
+        .advisory_lock(&name, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(matches!(guard.release().await, Err(Error::LockLost { .. })));
+    next.release().await.unwrap();
+    t.cleanup().await;
+}
+
+const PROCESSES: usize = 8;
+const SECTIONS: i64 = 200;
+const CHILD_ENV: &str = "SAFESYNC_ADVISORY_CHILD";
+
+/// 8 separate processes × 200 critical sections on one name, each a
+/// non-atomic read-then-write of a counter: exact count, never two holders.
+async fn separate_processes_never_hold_the_lock_together(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    t.exec("CREATE TABLE counter (id BIGINT PRIMARY KEY, n BIGINT NOT NULL, holders BIGINT NOT NULL, max_holders BIGINT NOT NULL)")
+        .await;
+    t.exec("INSERT INTO counter (id, n, holders, max_holders) VALUES (1, 0, 0, 0)")
+        .await;
+    let name = common::unique("mutex");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            tokio::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "multiprocess_child",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(
+                    CHILD_ENV,
+                    format!("{}|{}|{}", backend.name(), t.namespace(), name),
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = tokio::time::timeout(Duration::from_secs(300), c.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "a child process failed: {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (n, max) = read_counter(&t.db).await;
+    eprintln!("{backend:?}: {n} critical sections, max concurrent holders {max}");
+    assert_eq!(n, i64::try_from(PROCESSES).unwrap() * SECTIONS);
+    assert_eq!(max, 1, "two processes held the lock at once");
+    t.cleanup().await;
+}
+
+async fn read_counter(db: &Db) -> (i64, i64) {
+    let sql = "SELECT n, max_holders FROM counter WHERE id = 1";
+    match db.dialect() {
+        safesync::Dialect::MySql => sqlx::query_as(sql)
+            .fetch_one(db.as_mysql().unwrap())
+            .await
+            .unwrap(),
+        safesync::Dialect::Postgres => sqlx::query_as(sql)
+            .fetch_one(db.as_postgres().unwrap())
+            .await
+            .unwrap(),
+        _ => sqlx::query_as(sql)
+            .fetch_one(db.as_sqlite().unwrap())
+            .await
+            .unwrap(),
+    }
+}
+
+/// The body of one child process of
+/// `separate_processes_never_hold_the_lock_together`; a no-op unless the
+/// parent started this binary with the child variable set.
+#[test]
+fn multiprocess_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let (backend, namespace, name) = (
+        Backend::from_name(parts.next().unwrap()),
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let db = common::attach(backend, &namespace).await;
+        let greatest = if backend == Backend::Sqlite {
+            "MAX"
+        } else {
+            "GREATEST"
+        };
+        for _ in 0..SECTIONS {
+            let guard = db
+                .advisory_lock(&name, Duration::from_secs(120))
+                .await
+                .unwrap();
+            db.execute("UPDATE counter SET holders = holders + 1 WHERE id = 1")
+                .await
+                .unwrap();
+            db.execute(&format!(
+                "UPDATE counter SET max_holders = {greatest}(max_holders, holders) WHERE id = 1"
+            ))
+            .await
+            .unwrap();
+            let (n, _) = read_counter(&db).await;
+            tokio::task::yield_now().await;
+            db.execute(&format!("UPDATE counter SET n = {} WHERE id = 1", n + 1))
+                .await
+                .unwrap();
+            db.execute("UPDATE counter SET holders = holders - 1 WHERE id = 1")
+                .await
+                .unwrap();
+            guard.release().await.unwrap();
+        }
+    });
+}
+
+on_every_backend!(
+    a_held_lock_excludes_others_until_released,
+    a_dropped_guard_frees_the_lock,
+    long_names_are_accepted_and_stay_distinct,
+    a_killed_connection_is_reported_as_lock_lost,
+    separate_processes_never_hold_the_lock_together,
+    a_transaction_scoped_lock_is_held_until_commit_or_rollback,
+);
+
+async fn a_transaction_scoped_lock_is_held_until_commit_or_rollback(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let other = t.other_db().await;
+    let name = common::unique("xact");
+
+    let mut tx = t.db.begin().await.unwrap();
+    tx.advisory_xact_lock(&name, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        other.try_advisory_lock(&name).await.unwrap().is_none(),
+        "held inside the transaction"
+    );
+    tx.commit().await.unwrap();
+    let g = other
+        .advisory_lock(&name, Duration::from_secs(5))
+        .await
+        .expect("free after commit");
+
+    // Busy: a timeout, and (Postgres included) the transaction stays usable.
+    let mut tx = t.db.begin().await.unwrap();
+    let err = tx
+        .advisory_xact_lock(&name, Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LockTimeout { .. }), "{err:?}");
+    tx.execute("SELECT 1").await.unwrap();
+    g.release().await.unwrap();
+    tx.advisory_xact_lock(&name, Duration::from_secs(1))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let g = other
+        .advisory_lock(&name, Duration::from_secs(5))
+        .await
+        .expect("free after rollback");
+    g.release().await.unwrap();
+
+    // Dropped without commit or rollback: freed as well.
+    let mut tx = t.db.begin().await.unwrap();
+    tx.advisory_xact_lock(&name, Duration::from_secs(1))
+        .await
+        .unwrap();
+    drop(tx);
+    let g = other
+        .advisory_lock(&name, Duration::from_secs(10))
+        .await
+        .expect("free after drop");
+    g.release().await.unwrap();
+    t.cleanup().await;
+}

@@ -1,0 +1,8 @@
+use safesync::prelude::*;
+
+#[safesync::transactional]
+async fn deposit() -> Result<(), Error> {
+    Ok(())
+}
+
+fn main() {}
