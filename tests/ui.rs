@@ -11,11 +11,7 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    let mut dirs = vec!["versioned", "locked", "transactional"];
-    if cfg!(feature = "queue") {
-        dirs.push("queue_handler");
-    }
-    for dir in dirs {
+    for dir in ["versioned", "locked", "transactional"] {
         t.pass(format!("tests/ui/{dir}/pass/*.rs"));
         t.compile_fail(format!("tests/ui/{dir}/fail/*.rs"));
     }
