@@ -53,6 +53,9 @@
 //! - `sqlite` (default): embedded SQLite.
 //! - `mysql`: MySQL 8 and MariaDB 10.6+.
 //! - `postgres`: PostgreSQL 13+.
+//! - `queue`: typed handlers on Redis Streams (`Worker`, `Stream`,
+//!   dead letters, health), with an exactly-once effect through a ledger
+//!   table in the handler's transaction.
 
 pub use safesync_core::{
     AdvisoryLock, Db, DbOptions, Dialect, Error, Inserted, LockOptions, Locked, Record, Result,
@@ -141,6 +144,47 @@ pub use safesync_core::__private::sqlx;
 /// [`Registry`](prometheus::Registry) you pass to [`Metrics::register`].
 pub use safesync_core::__private::prometheus;
 
+/// Turns `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`
+/// into a typed Redis Streams handler (feature `queue`).
+///
+/// ```no_run
+/// use safesync::prelude::*;
+/// use safesync::queue_handler;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct OrderPlaced {
+///     order_id: i64,
+/// }
+///
+/// #[queue_handler(stream = "orders", group = "billing")]
+/// async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
+///     tx.execute(&format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id))
+///         .await?;
+///     Ok(())
+/// }
+///
+/// # async fn demo(db: Db, redis: safesync::redis::Client) -> Result<(), Error> {
+/// bill::stream().send(&redis, &OrderPlaced { order_id: 7 }).await?; // only `OrderPlaced` compiles
+/// safesync::Worker::new(db, redis).handle(bill).concurrency(16).run_until_signal().await?;
+/// # Ok(()) }
+/// ```
+///
+/// It expands to a unit struct `bill` (the handler value), with
+/// `bill::stream()`, the typed stream, and `bill::call(tx, msg)`, the
+/// original fn. The group defaults to the fn's name. Rejected at compile
+/// time: a non-async fn, other arguments than `(tx: &mut Tx<'_>, msg: T)`, a
+/// payload that is not serde-serializable, a missing or empty `stream`, an
+/// unknown option — and sending anything but `T` to the stream.
+#[cfg(feature = "queue")]
+pub use safesync_macros::queue_handler;
+/// The queue (feature `queue`): typed streams, handlers and the worker
+/// loop on Redis Streams, dead letters, health and metrics.
+#[cfg(feature = "queue")]
+pub use safesync_queue as queue;
+/// The queue's everyday items, also at the crate root.
+#[cfg(feature = "queue")]
+pub use safesync_queue::{CancellationToken, Handler, SendOptions, Stream, Summary, Worker, redis};
+
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {
     pub use crate::{Db, DbOptions, Error, Inserted, Locked, Record, RetryPolicy, Tx, Versioned};
@@ -149,4 +193,6 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use safesync_core::__private::*;
+    #[cfg(feature = "queue")]
+    pub use safesync_queue as queue;
 }

@@ -11,7 +11,11 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    for dir in ["versioned", "locked", "transactional"] {
+    let mut dirs = vec!["versioned", "locked", "transactional"];
+    if cfg!(feature = "queue") {
+        dirs.push("queue_handler");
+    }
+    for dir in dirs {
         t.pass(format!("tests/ui/{dir}/pass/*.rs"));
         t.compile_fail(format!("tests/ui/{dir}/fail/*.rs"));
     }

@@ -108,6 +108,30 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// A Redis command failed, or Redis could not be reached (the queue).
+    ///
+    /// `source` is the client's own error (a `redis::RedisError` for
+    /// safesync's queue): downcast it to ask it more.
+    ///
+    /// ```
+    /// use safesync_core::Error;
+    ///
+    /// let err = Error::Redis {
+    ///     op: "XACK on `orders`".into(),
+    ///     source: "connection refused".into(),
+    /// };
+    /// assert_eq!(err.to_string(), "redis XACK on `orders` failed: connection refused");
+    /// ```
+    #[error("redis {op} failed: {source}")]
+    Redis {
+        /// What was being done: the command and the stream, or the
+        /// address being connected to. Never contains a password.
+        op: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// Bad configuration: an unparsable URL, an unknown scheme, a bad option.
     /// Never contains a password.
     #[error("configuration error: {0}")]

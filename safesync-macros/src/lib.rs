@@ -4,6 +4,7 @@
 
 mod internals;
 mod locked;
+mod queue_handler;
 mod record;
 mod transactional;
 mod versioned;
@@ -39,4 +40,12 @@ pub fn transactional(args: TokenStream, input: TokenStream) -> TokenStream {
     // Not `parse_macro_input!`: on an error the fn is still emitted, so call
     // sites and IDEs keep working.
     transactional::expand(args.into(), &input.into()).into()
+}
+
+/// Turns `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`
+/// into a typed Redis Streams handler. Documented at its re-export,
+/// `safesync::queue_handler`.
+#[proc_macro_attribute]
+pub fn queue_handler(args: TokenStream, input: TokenStream) -> TokenStream {
+    queue_handler::expand(args.into(), input.into()).into()
 }

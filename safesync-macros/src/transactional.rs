@@ -449,7 +449,7 @@ fn error_type_span(ret: &Type) -> Span {
 }
 
 /// `&mut Tx<'_>`, `&mut safesync::Tx<'_>`, or any `&mut` path ending in `Tx`.
-fn is_tx(ty: &Type) -> bool {
+pub(crate) fn is_tx(ty: &Type) -> bool {
     match peel(ty) {
         Type::Reference(r) if r.mutability.is_some() => match peel(&r.elem) {
             Type::Path(p) => {

@@ -1,1 +1,101 @@
-//! x
+//! Typed message handlers on Redis Streams for
+//! [safesync](https://docs.rs/safesync): at-least-once delivery with an
+//! exactly-once effect on your database.
+//!
+//! - [`Stream<T>`]: a typed stream handle; [`Stream::send`] takes only `T`,
+//!   as JSON in the entry's `data` field.
+//! - [`Handler`]: what `#[queue_handler]` implements for an
+//!   `async fn(tx: &mut Tx<'_>, msg: T) -> Result<(), Error>`.
+//! - [`Worker`]: the consume → transaction → commit → ack loop, with
+//!   claims of stuck entries, dead letters, a ledger for exactly-once
+//!   effects, reconnects and a clean stop.
+//! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`]:
+//!   operations.
+//!
+//! Users depend on the `safesync` facade with its `queue` feature, not on
+//! this crate.
+//!
+//! ```no_run
+//! use safesync_core::{Db, Error, Tx};
+//! use safesync_queue::{Handler, Stream, Worker, __private::BoxFuture};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced {
+//!     order_id: i64,
+//! }
+//!
+//! // What `#[queue_handler(stream = "orders", group = "billing")]` on
+//! // `async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error>`
+//! // generates.
+//! #[allow(non_camel_case_types)]
+//! struct bill;
+//! impl Handler for bill {
+//!     type Payload = OrderPlaced;
+//!     fn stream(&self) -> &'static str { "orders" }
+//!     fn group(&self) -> &'static str { "billing" }
+//!     fn handle<'t>(&'t self, tx: &'t mut Tx<'_>, msg: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
+//!         async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
+//!             let sql = format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id);
+//!             tx.execute(&sql).await?;
+//!             Ok(())
+//!         }
+//!         Box::pin(bill(tx, msg))
+//!     }
+//! }
+//!
+//! # async fn demo() -> Result<(), Error> {
+//! let db = Db::connect("sqlite:app.db").await?;
+//! let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+//!
+//! const ORDERS: Stream<OrderPlaced> = Stream::new("orders");
+//! ORDERS.send(&redis, &OrderPlaced { order_id: 7 }).await?;
+//!
+//! Worker::new(db, redis).handle(bill).concurrency(16).run_until_signal().await?;
+//! # Ok(()) }
+//! ```
+
+mod ack;
+mod claim;
+mod conn;
+mod consumer;
+mod dead_letter;
+mod entry;
+mod handler;
+mod health;
+mod ledger;
+mod metrics;
+mod process;
+mod stream;
+mod worker;
+
+pub use conn::client;
+pub use dead_letter::{DeadLetter, dead_letter_key, dead_letters, replay_dead_letter};
+pub use handler::Handler;
+pub use health::{ConsumerHealth, Health, health};
+pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
+pub use metrics::QueueMetrics;
+pub use stream::{DATA_FIELD, SendOptions, Stream};
+pub use worker::{Summary, Worker};
+
+/// The redis crate the queue is built on, for the [`redis::Client`] its
+/// calls take.
+pub use redis;
+/// Stops a [`Worker::run`] when cancelled.
+pub use tokio_util::sync::CancellationToken;
+
+/// Items `#[queue_handler]`'s generated code names. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use futures_core::future::BoxFuture;
+    pub use serde;
+
+    /// Asked by `#[queue_handler]` of its payload type, for a message that
+    /// says the fix.
+    #[diagnostic::on_unimplemented(
+        message = "the payload of a queue handler must be serde-serializable: `{Self}` is not",
+        label = "the payload is decoded from JSON in the message's `data` field",
+        note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`"
+    )]
+    pub trait Payload {}
+    impl<T: serde::de::DeserializeOwned + serde::Serialize + Send + 'static> Payload for T {}
+}

@@ -1,0 +1,304 @@
+//! One message: decode → transaction (ledger row, handler) → commit → ack,
+//! or a dead letter.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures_util::FutureExt as _;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument as _;
+
+use crate::ack::{self, AckMsg};
+use crate::dead_letter::{Burial, bury};
+use crate::entry::Entry;
+use crate::handler::{Decoded, ErasedHandler};
+use crate::ledger::{self, Recorded};
+use crate::metrics::{Count, Outcome};
+use crate::worker::{Shared, Stats};
+
+/// Most handler errors remembered for dead-letter reasons.
+const MAX_REMEMBERED_ERRORS: usize = 10_000;
+
+/// An entry handed to this worker, with Redis's delivery count.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) handler: usize,
+    pub(crate) entry: Entry,
+    pub(crate) deliveries: u64,
+}
+
+/// Starts handling `d` in a task of its own, holding `permit` until done.
+/// An entry already being handled here is left alone.
+pub(crate) fn dispatch(shared: &Arc<Shared>, d: Delivery, permit: OwnedSemaphorePermit) {
+    let key = (d.handler, d.entry.id.clone());
+    let newly = shared
+        .in_flight
+        .lock()
+        .map_or(true, |mut set| set.insert(key.clone()));
+    if !newly {
+        return;
+    }
+    let h = &shared.handlers[d.handler];
+    Stats::add(&shared.stats.read, 1);
+    shared.metrics.add(Count::Read, h.stream(), h.group(), 1);
+    let span = tracing::info_span!(
+        "safesync.queue.message",
+        stream = h.stream(),
+        group = h.group(),
+        id = %d.entry.id,
+        deliveries = d.deliveries,
+    );
+    let shared = Arc::clone(shared);
+    shared.tracker.clone().spawn(
+        async move {
+            let _permit = permit;
+            tokio::select! {
+                () = process(&shared, d) => {}
+                () = shared.abort.cancelled() => {
+                    Stats::add(&shared.stats.abandoned, 1);
+                    tracing::warn!("handler cancelled at the drain deadline; the entry stays pending");
+                }
+            }
+            if let Ok(mut set) = shared.in_flight.lock() {
+                set.remove(&key);
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// True when the entry `id` of `handler` is being handled here.
+pub(crate) fn is_in_flight(shared: &Shared, handler: usize, id: &str) -> bool {
+    shared
+        .in_flight
+        .lock()
+        .is_ok_and(|set| set.contains(&(handler, id.to_owned())))
+}
+
+/// How a transaction ended.
+enum Done {
+    Committed,
+    Duplicate,
+}
+
+/// Why a delivery failed; `handler` when the handler itself failed (an
+/// error or a panic) rather than the database around it.
+struct Failure {
+    reason: String,
+    handler: bool,
+    outcome: Outcome,
+}
+
+async fn process(shared: &Shared, d: Delivery) {
+    let h = &*shared.handlers[d.handler];
+    if d.entry.fields.is_none() {
+        trimmed(shared, d.handler, d.entry.id);
+        return;
+    }
+    let payload = match decode(h, &d.entry) {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
+            dead_letter(shared, &d, &reason).await;
+            return;
+        }
+    };
+    let started = Instant::now();
+    let result = transaction(shared, h, &d.entry.id, payload).await;
+    let latency = started.elapsed();
+    match result {
+        Ok(done) => {
+            let outcome = match done {
+                Done::Committed => {
+                    Stats::add(&shared.stats.processed, 1);
+                    Outcome::Ok
+                }
+                Done::Duplicate => {
+                    Stats::add(&shared.stats.duplicates, 1);
+                    tracing::info!("already processed (ledger): acknowledging only");
+                    Outcome::Duplicate
+                }
+            };
+            shared
+                .metrics
+                .handled(h.stream(), h.group(), outcome, latency);
+            if let Ok(mut errors) = shared.last_errors.lock() {
+                errors.remove(&(d.handler, d.entry.id.clone()));
+            }
+            let skip = shared
+                .skip_acks
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if skip {
+                tracing::warn!("test hook: not acknowledging a committed entry");
+            } else {
+                let _ = shared.acks.send(AckMsg::Ack {
+                    handler: d.handler,
+                    id: d.entry.id,
+                });
+            }
+        }
+        Err(f) => {
+            Stats::add(&shared.stats.failed, 1);
+            shared
+                .metrics
+                .handled(h.stream(), h.group(), f.outcome, latency);
+            let max = shared.config.max_deliveries;
+            if f.handler && d.deliveries >= max {
+                let reason = format!(
+                    "the handler failed on delivery {} of at most {max}: {}",
+                    d.deliveries, f.reason
+                );
+                tracing::warn!(%reason, "giving up: moving the entry to the dead letters");
+                dead_letter(shared, &d, &reason).await;
+            } else {
+                tracing::warn!(reason = %f.reason, "handling failed: rolled back, the entry stays pending");
+                if let Ok(mut errors) = shared.last_errors.lock() {
+                    // Only for messages; bounded, should entries be taken
+                    // over by other workers and never come back here.
+                    if errors.len() >= MAX_REMEMBERED_ERRORS {
+                        errors.clear();
+                    }
+                    errors.insert((d.handler, d.entry.id.clone()), f.reason);
+                }
+            }
+        }
+    }
+}
+
+/// The payload in the entry's `data` field, or why it is not there.
+fn decode(h: &dyn ErasedHandler, entry: &Entry) -> Result<Decoded, String> {
+    let what = format!(
+        "entry {} of `{}` as `{}`",
+        entry.id,
+        h.stream(),
+        h.payload_type()
+    );
+    let reason = (|| {
+        let Some(data) = entry.field(crate::DATA_FIELD) else {
+            return Err(format!(
+                "it has no `{}` field (its fields: {})",
+                crate::DATA_FIELD,
+                entry.field_names()
+            ));
+        };
+        let json = std::str::from_utf8(data)
+            .map_err(|e| format!("its `{}` field is not UTF-8: {e}", crate::DATA_FIELD))?;
+        h.decode(json)
+            .map_err(|e| format!("its `{}` field is not such JSON: {e}", crate::DATA_FIELD))
+    })();
+    reason.map_err(|reason| safesync_core::Error::Decode { what, reason }.to_string())
+}
+
+/// Begin, ledger row, handler, commit.
+async fn transaction(
+    shared: &Shared,
+    h: &dyn ErasedHandler,
+    id: &str,
+    payload: Decoded,
+) -> Result<Done, Failure> {
+    let db_failure = |what: &str, e: safesync_core::Error| Failure {
+        reason: format!("{what}: {e}"),
+        handler: false,
+        outcome: Outcome::Error,
+    };
+    let mut tx = shared
+        .db
+        .begin()
+        .await
+        .map_err(|e| db_failure("cannot begin a transaction", e))?;
+    if shared.config.ledger {
+        match ledger::record(&mut tx, h.stream(), h.group(), id).await {
+            Ok(Recorded::New) => {}
+            Ok(Recorded::AlreadyProcessed) => {
+                tx.commit()
+                    .await
+                    .map_err(|e| db_failure("cannot commit", e))?;
+                return Ok(Done::Duplicate);
+            }
+            Err(e) => return Err(db_failure("cannot write the ledger row", e)),
+        }
+    }
+    let run = AssertUnwindSafe(h.handle(&mut tx, payload))
+        .catch_unwind()
+        .await;
+    let failure = match run {
+        Ok(Ok(())) => {
+            return match tx.commit().await {
+                Ok(()) => Ok(Done::Committed),
+                Err(e) => Err(db_failure("cannot commit", e)),
+            };
+        }
+        Ok(Err(e)) => Failure {
+            reason: e.to_string(),
+            handler: true,
+            outcome: Outcome::Error,
+        },
+        Err(panic) => Failure {
+            reason: format!("the handler panicked: {}", panic_message(&*panic)),
+            handler: true,
+            outcome: Outcome::Panic,
+        },
+    };
+    if let Err(e) = tx.rollback().await {
+        tracing::warn!(error = %e, "rollback after a failed handler failed");
+    }
+    Err(failure)
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a non-string panic payload)".to_owned())
+}
+
+/// Acknowledges an entry that was deleted or trimmed while pending.
+pub(crate) fn trimmed(shared: &Shared, handler: usize, id: String) {
+    let h = &shared.handlers[handler];
+    Stats::add(&shared.stats.trimmed, 1);
+    shared.metrics.add(Count::Trimmed, h.stream(), h.group(), 1);
+    tracing::info!(%id, stream = h.stream(), "pending entry was deleted or trimmed: acknowledging it");
+    let _ = shared.acks.send(AckMsg::Ack { handler, id });
+}
+
+/// Moves the entry to `<stream>:dead` and acknowledges it, atomically.
+/// When Redis fails, the entry stays pending and is tried again later.
+pub(crate) async fn dead_letter(shared: &Shared, d: &Delivery, reason: &str) {
+    let h = &shared.handlers[d.handler];
+    let pipe = bury(
+        &d.entry,
+        &Burial {
+            stream: h.stream(),
+            group: h.group(),
+            consumer: &shared.config.consumer,
+            deliveries: d.deliveries,
+            reason,
+        },
+    );
+    match shared
+        .side
+        .pipe::<(String, i64)>(
+            &pipe,
+            &format!("dead-lettering {} of `{}`", d.entry.id, h.stream()),
+        )
+        .await
+    {
+        Ok((_dead_id, acked)) => {
+            Stats::add(&shared.stats.dead_lettered, 1);
+            shared
+                .metrics
+                .add(Count::DeadLettered, h.stream(), h.group(), 1);
+            ack::count(shared, d.handler, acked);
+            if let Ok(mut errors) = shared.last_errors.lock() {
+                errors.remove(&(d.handler, d.entry.id.clone()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot move the entry to the dead letters; it stays pending");
+        }
+    }
+}

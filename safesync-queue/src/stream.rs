@@ -1,0 +1,200 @@
+//! Typed stream handles: the producer side.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use redis::Client;
+use redis::aio::ConnectionLike;
+use safesync_core::{Error, Result};
+
+use crate::conn::{self, COMMAND_TIMEOUT};
+
+/// The field of a stream entry that carries the JSON payload.
+pub const DATA_FIELD: &str = "data";
+
+/// A typed handle on a Redis stream: [`send`](Stream::send) accepts only
+/// `T`, so a producer cannot put a payload on the stream that its handler
+/// would not decode.
+///
+/// `#[queue_handler]` gives one per handler (`bill::stream()`); it is also
+/// usable on its own, in a `const`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), safesync_core::Error> {
+/// use safesync_queue::Stream;
+///
+/// #[derive(serde::Serialize)]
+/// struct OrderPlaced {
+///     order_id: i64,
+/// }
+///
+/// const ORDERS: Stream<OrderPlaced> = Stream::new("orders");
+///
+/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+/// let id = ORDERS.send(&redis, &OrderPlaced { order_id: 7 }).await?;
+/// println!("added {id} to {}", ORDERS.name());
+/// # Ok(()) }
+/// ```
+pub struct Stream<T> {
+    name: &'static str,
+    _payload: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Stream<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Stream<T> {}
+
+impl<T> fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.name)
+            .field("payload", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T> Stream<T> {
+    /// The stream with key `name`.
+    ///
+    /// ```
+    /// let s: safesync_queue::Stream<u64> = safesync_queue::Stream::new("ticks");
+    /// assert_eq!(s.name(), "ticks");
+    /// ```
+    pub const fn new(name: &'static str) -> Self {
+        Stream {
+            name,
+            _payload: PhantomData,
+        }
+    }
+
+    /// The stream's key.
+    ///
+    /// ```
+    /// let s: safesync_queue::Stream<u64> = safesync_queue::Stream::new("ticks");
+    /// assert_eq!(s.name(), "ticks");
+    /// ```
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// How [`Stream::send_with`] adds an entry.
+///
+/// ```
+/// use safesync_queue::SendOptions;
+///
+/// // Keep about the last million entries (`XADD key MAXLEN ~ 1000000 * …`).
+/// let opts = SendOptions::default().maxlen(1_000_000);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    maxlen: Option<usize>,
+}
+
+impl SendOptions {
+    /// Trims the stream to about `n` entries as the entry is added
+    /// (`MAXLEN ~ n`, which Redis applies in whole nodes, cheaply).
+    ///
+    /// Entries trimmed before a consumer read them are gone; ones trimmed
+    /// while pending are acknowledged and counted by the worker.
+    #[must_use]
+    pub fn maxlen(mut self, n: usize) -> Self {
+        self.maxlen = Some(n);
+        self
+    }
+}
+
+impl<T: serde::Serialize> Stream<T> {
+    /// Adds `msg` as JSON in the entry's `data` field (`XADD key * data …`)
+    /// and returns the new entry's id.
+    ///
+    /// Opens a connection for the call (bounded by a 5 s connect and 10 s
+    /// answer timeout); to send many messages, use [`Stream::send_on`] with
+    /// a connection you keep.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), safesync_core::Error> {
+    /// # #[derive(serde::Serialize)] struct OrderPlaced { order_id: i64 }
+    /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let orders = safesync_queue::Stream::<OrderPlaced>::new("orders");
+    /// let id = orders.send(&redis, &OrderPlaced { order_id: 7 }).await?;
+    /// # let _ = id;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send(&self, redis: &Client, msg: &T) -> Result<String> {
+        self.send_with(redis, msg, &SendOptions::default()).await
+    }
+
+    /// [`Stream::send`] with options (trimming).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), safesync_core::Error> {
+    /// # #[derive(serde::Serialize)] struct OrderPlaced { order_id: i64 }
+    /// use safesync_queue::{SendOptions, Stream};
+    ///
+    /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let orders = Stream::<OrderPlaced>::new("orders");
+    /// let opts = SendOptions::default().maxlen(100_000);
+    /// orders.send_with(&redis, &OrderPlaced { order_id: 7 }, &opts).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_with(
+        &self,
+        redis: &Client,
+        msg: &T,
+        options: &SendOptions,
+    ) -> Result<String> {
+        let mut conn = conn::connect(redis, COMMAND_TIMEOUT).await?;
+        self.send_on(&mut conn, msg, options).await
+    }
+
+    /// [`Stream::send_with`] on a connection of yours (a
+    /// `MultiplexedConnection` is cheap to clone and share).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), safesync_core::Error> {
+    /// # #[derive(serde::Serialize)] struct OrderPlaced { order_id: i64 }
+    /// use safesync_queue::{SendOptions, Stream};
+    ///
+    /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let mut conn = redis
+    ///     .get_multiplexed_async_connection()
+    ///     .await
+    ///     .map_err(|e| safesync_core::Error::Redis { op: "connect".into(), source: e.into() })?;
+    /// let orders = Stream::<OrderPlaced>::new("orders");
+    /// for order_id in 0..1000 {
+    ///     orders.send_on(&mut conn, &OrderPlaced { order_id }, &SendOptions::default()).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_on<C>(&self, conn: &mut C, msg: &T, options: &SendOptions) -> Result<String>
+    where
+        C: ConnectionLike + Send,
+    {
+        if self.name.is_empty() {
+            return Err(Error::Config("a stream name must not be empty".to_owned()));
+        }
+        let json = serde_json::to_string(msg).map_err(|e| Error::Decode {
+            what: format!(
+                "a `{}` into JSON for stream `{}`",
+                std::any::type_name::<T>(),
+                self.name
+            ),
+            reason: e.to_string(),
+        })?;
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.name);
+        if let Some(n) = options.maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*").arg(DATA_FIELD).arg(json);
+        cmd.query_async(conn)
+            .await
+            .map_err(|e| conn::redis_err(format!("XADD to `{}`", self.name), e))
+    }
+}

@@ -1,0 +1,561 @@
+//! The worker: its settings, its run, and what it reports at the end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::Client;
+use safesync_core::{Db, Error, Result};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ack::{self, AckMsg};
+use crate::conn::{self, COMMAND_TIMEOUT, SideConn};
+use crate::consumer;
+use crate::handler::{Erased, ErasedHandler, Handler};
+use crate::ledger::{self, MAX_NAME_LEN};
+use crate::metrics::QueueMetrics;
+
+/// Consumes streams with typed handlers: read → decode → transaction
+/// (ledger row + handler) → commit → acknowledge.
+///
+/// Built with [`Worker::new`] and the setters below, started with
+/// [`Worker::run`] (until a token is cancelled) or
+/// [`Worker::run_until_signal`] (until SIGTERM or Ctrl-C).
+///
+/// - **Effectively once.** The entry's id goes into the ledger table
+///   `safesync_queue_ledger` in the handler's own transaction, so an entry
+///   whose transaction committed but whose acknowledgement was lost is
+///   recognised when it comes again, and only acknowledged.
+/// - **Failures.** A handler's `Err` or panic rolls back and leaves the
+///   entry pending; after [`claim_idle`](Worker::claim_idle) it is claimed
+///   (`XAUTOCLAIM`) and delivered again. An entry whose payload cannot be
+///   decoded, or whose handler failed on its
+///   [`max_deliveries`](Worker::max_deliveries)-th delivery, moves to
+///   `<stream>:dead` with the reason (see [`dead_letters`](crate::dead_letters))
+///   and is acknowledged.
+/// - **Connections.** The blocking read has a connection of its own whose
+///   client-side deadline is the block time plus a margin, with TCP
+///   keepalive; after a timeout or reconnect the worker first reads its own
+///   pending entries again. A deleted consumer group is created again from
+///   the start of the stream, with back-off.
+/// - **Stop.** Cancelling the token ends the blocking read at once
+///   (`CLIENT UNBLOCK`), lets running handlers finish within
+///   [`drain_timeout`](Worker::drain_timeout), acknowledges what committed
+///   and returns a [`Summary`].
+///
+/// ```no_run
+/// # use safesync_core::{Db, Error, Tx};
+/// # use safesync_queue::{Handler, Worker, __private::BoxFuture};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { order_id: i64 }
+/// # #[allow(non_camel_case_types)] struct bill;
+/// # impl Handler for bill {
+/// #     type Payload = OrderPlaced;
+/// #     fn stream(&self) -> &'static str { "orders" }
+/// #     fn group(&self) -> &'static str { "billing" }
+/// #     fn handle<'t>(&'t self, _tx: &'t mut Tx<'_>, _msg: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
+/// #         Box::pin(async { Ok(()) })
+/// #     }
+/// # }
+/// # async fn demo() -> Result<(), Error> {
+/// use std::time::Duration;
+///
+/// let db = Db::connect("sqlite:app.db").await?;
+/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+/// let summary = Worker::new(db, redis)
+///     .handle(bill)
+///     .concurrency(16)
+///     .claim_idle(Duration::from_secs(60))
+///     .run_until_signal()
+///     .await?;
+/// println!("{summary:?}");
+/// # Ok(()) }
+/// ```
+#[must_use = "a worker does nothing until `run` or `run_until_signal` is awaited"]
+pub struct Worker {
+    db: Db,
+    redis: Client,
+    handlers: Vec<Arc<dyn ErasedHandler>>,
+    config: Config,
+    metrics: Option<QueueMetrics>,
+    skip_acks: u64,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let handlers: Vec<String> = self
+            .handlers
+            .iter()
+            .map(|h| format!("{}/{}", h.stream(), h.group()))
+            .collect();
+        f.debug_struct("Worker")
+            .field("handlers", &handlers)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) consumer: String,
+    pub(crate) concurrency: usize,
+    pub(crate) batch: usize,
+    pub(crate) block: Duration,
+    pub(crate) claim_idle: Duration,
+    pub(crate) max_deliveries: u64,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) ledger: bool,
+}
+
+/// What a [`Worker::run`] did, counted over the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Entries delivered to this worker: new, re-read after a reconnect,
+    /// or claimed.
+    pub read: u64,
+    /// Handler runs whose transaction committed.
+    pub processed: u64,
+    /// Entries the ledger showed as already processed (an earlier
+    /// delivery committed, its acknowledgement was lost): acknowledged
+    /// without running the handler.
+    pub duplicates: u64,
+    /// `XACK`s that acknowledged an entry (after a commit, a dead letter or
+    /// a trim).
+    pub acked: u64,
+    /// `XACK`s answered 0: someone else had acknowledged the entry.
+    pub already_acked: u64,
+    /// Handler runs that failed (error, panic, or a failed begin, ledger
+    /// write or commit): rolled back, not acknowledged.
+    pub failed: u64,
+    /// Entries moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Entries claimed from idle consumers (this one included).
+    pub claimed: u64,
+    /// Pending entries found deleted or trimmed away, then acknowledged.
+    pub trimmed: u64,
+    /// Handlers still running at the drain deadline: cancelled, rolled
+    /// back, left pending.
+    pub abandoned: u64,
+}
+
+/// Counters behind [`Summary`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) read: AtomicU64,
+    pub(crate) processed: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) already_acked: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) claimed: AtomicU64,
+    pub(crate) trimmed: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn summary(&self) -> Summary {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Summary {
+            read: get(&self.read),
+            processed: get(&self.processed),
+            duplicates: get(&self.duplicates),
+            acked: get(&self.acked),
+            already_acked: get(&self.already_acked),
+            failed: get(&self.failed),
+            dead_lettered: get(&self.dead_lettered),
+            claimed: get(&self.claimed),
+            trimmed: get(&self.trimmed),
+            abandoned: get(&self.abandoned),
+        }
+    }
+}
+
+/// What the consumer loops, the message tasks and the acker share.
+pub(crate) struct Shared {
+    pub(crate) db: Db,
+    pub(crate) redis: Client,
+    pub(crate) side: SideConn,
+    pub(crate) config: Config,
+    pub(crate) handlers: Vec<Arc<dyn ErasedHandler>>,
+    pub(crate) metrics: QueueMetrics,
+    pub(crate) stats: Stats,
+    pub(crate) acks: mpsc::UnboundedSender<AckMsg>,
+    /// One permit per running handler.
+    pub(crate) limit: Arc<Semaphore>,
+    /// The message tasks, waited for at the end.
+    pub(crate) tracker: TaskTracker,
+    /// Cancelled at the drain deadline: running handlers are dropped.
+    pub(crate) abort: CancellationToken,
+    /// `(handler, entry id)` of every message being handled here.
+    pub(crate) in_flight: std::sync::Mutex<HashSet<(usize, String)>>,
+    /// The last handler error of entries left pending, for dead letters.
+    pub(crate) last_errors: std::sync::Mutex<HashMap<(usize, String), String>>,
+    /// Test hook: commits whose acknowledgement is skipped.
+    pub(crate) skip_acks: AtomicU64,
+}
+
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+/// `host-pid-n`: unique per worker in a process, readable in `XINFO`.
+fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        WORKERS.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Worker {
+    /// A worker on `db` and `redis` with no handlers yet, and defaults:
+    /// concurrency 1, batch 16, block 5 s, claim idle 60 s, at most 5
+    /// deliveries, drain timeout 30 s, ledger on, consumer name
+    /// `<host>-<pid>-<n>`.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let worker = safesync_queue::Worker::new(db, redis).concurrency(8);
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn new(db: Db, redis: Client) -> Worker {
+        Worker {
+            db,
+            redis,
+            handlers: Vec::new(),
+            config: Config {
+                consumer: default_consumer_name(),
+                concurrency: 1,
+                batch: 16,
+                block: Duration::from_secs(5),
+                claim_idle: Duration::from_secs(60),
+                max_deliveries: 5,
+                drain_timeout: Duration::from_secs(30),
+                ledger: true,
+            },
+            metrics: None,
+            skip_acks: 0,
+        }
+    }
+
+    /// Adds a handler; its stream and group come from the handler. Each
+    /// handler is read by a loop of its own with its own connection.
+    ///
+    /// ```no_run
+    /// # use safesync_core::{Error, Tx};
+    /// # use safesync_queue::{Handler, __private::BoxFuture};
+    /// # #[allow(non_camel_case_types)] struct bill;
+    /// # impl Handler for bill {
+    /// #     type Payload = i64;
+    /// #     fn stream(&self) -> &'static str { "orders" }
+    /// #     fn group(&self) -> &'static str { "billing" }
+    /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// # async fn demo(db: safesync_core::Db, redis: safesync_queue::redis::Client) {
+    /// let worker = safesync_queue::Worker::new(db, redis).handle(bill);
+    /// # let _ = worker; }
+    /// ```
+    pub fn handle<H: Handler>(mut self, handler: H) -> Worker {
+        self.handlers.push(Arc::new(Erased(handler)));
+        self
+    }
+
+    /// How many handlers run at once, over all streams (at least 1).
+    pub fn concurrency(mut self, n: usize) -> Worker {
+        self.config.concurrency = n.max(1);
+        self
+    }
+
+    /// Most entries one read asks for (`COUNT`, at least 1); a read never
+    /// asks for more than there are free handler slots.
+    pub fn batch(mut self, n: usize) -> Worker {
+        self.config.batch = n.max(1);
+        self
+    }
+
+    /// How long a read waits for new entries (`BLOCK`, at least 1 ms). The
+    /// wait is cut short when a claim is due, and at once on stop.
+    pub fn block(mut self, d: Duration) -> Worker {
+        self.config.block = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// After how long unacknowledged entries, of any consumer of the group
+    /// (a failed handler, a crashed worker), are claimed and delivered
+    /// again. Claims are checked every half of this.
+    pub fn claim_idle(mut self, d: Duration) -> Worker {
+        self.config.claim_idle = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Deliveries after which an entry whose handler keeps failing moves to
+    /// the dead-letter stream (Redis's delivery counter; at least 1).
+    pub fn max_deliveries(mut self, n: u64) -> Worker {
+        self.config.max_deliveries = n.max(1);
+        self
+    }
+
+    /// The consumer name in the groups. Two workers running at once must
+    /// not share one; a restarted worker that keeps its name picks up its
+    /// own pending entries at once instead of after `claim_idle`.
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Worker {
+        self.config.consumer = name.into();
+        self
+    }
+
+    /// How long a stop waits for running handlers before cancelling them
+    /// (they roll back and stay pending).
+    pub fn drain_timeout(mut self, d: Duration) -> Worker {
+        self.config.drain_timeout = d;
+        self
+    }
+
+    /// Whether entries are recorded in the ledger (on by default). Off, an
+    /// entry whose acknowledgement was lost after its commit runs its
+    /// handler again: handlers must then be idempotent themselves.
+    pub fn ledger(mut self, on: bool) -> Worker {
+        self.config.ledger = on;
+        self
+    }
+
+    /// Where the worker records its metrics; [`QueueMetrics::global`] when
+    /// not set.
+    pub fn metrics(mut self, metrics: QueueMetrics) -> Worker {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Test hook: the acknowledgements of the first `n` commits are not
+    /// sent, as if the worker died between commit and ack.
+    #[doc(hidden)]
+    pub fn fail_before_ack_for_tests(mut self, n: u64) -> Worker {
+        self.skip_acks = n;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.handlers.is_empty() {
+            return Err(Error::Config(
+                "a Worker needs at least one handler: call `.handle(h)`".to_owned(),
+            ));
+        }
+        if self.config.consumer.is_empty() {
+            return Err(Error::Config(
+                "the consumer name must not be empty".to_owned(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for h in &self.handlers {
+            for (what, name) in [("stream", h.stream()), ("group", h.group())] {
+                if name.is_empty() || name.len() > MAX_NAME_LEN {
+                    return Err(Error::Config(format!(
+                        "the {what} name `{name}` of a handler must be 1 to {MAX_NAME_LEN} bytes long"
+                    )));
+                }
+            }
+            if !seen.insert((h.stream(), h.group())) {
+                return Err(Error::Config(format!(
+                    "two handlers consume stream `{}` in group `{}`; give each its own group",
+                    h.stream(),
+                    h.group()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` is cancelled, then drains and returns what it did.
+    ///
+    /// Fails at once, without consuming, when the settings are invalid,
+    /// the ledger table cannot be created, Redis cannot be reached (within
+    /// 5 s to connect and 10 s to answer) or a group cannot be created.
+    /// Once running, connection losses are retried with back-off, not
+    /// returned.
+    ///
+    /// ```no_run
+    /// # use safesync_core::{Db, Error, Tx};
+    /// # use safesync_queue::{Handler, Worker, __private::BoxFuture};
+    /// # #[allow(non_camel_case_types)] struct bill;
+    /// # impl Handler for bill {
+    /// #     type Payload = i64;
+    /// #     fn stream(&self) -> &'static str { "orders" }
+    /// #     fn group(&self) -> &'static str { "billing" }
+    /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// # async fn demo(db: Db, redis: safesync_queue::redis::Client) -> Result<(), Error> {
+    /// use safesync_queue::CancellationToken;
+    ///
+    /// let stop = CancellationToken::new();
+    /// let worker = tokio::spawn(Worker::new(db, redis).handle(bill).run(stop.clone()));
+    /// // … later:
+    /// stop.cancel();
+    /// let summary = worker.await.expect("worker task")?;
+    /// println!("processed {}", summary.processed);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run(self, stop: CancellationToken) -> Result<Summary> {
+        self.validate()?;
+        if self.config.ledger {
+            ledger::ensure_ledger(&self.db).await?;
+        }
+        let side = SideConn::connect(
+            &self.redis,
+            format!("safesync-side-{}", self.config.consumer),
+        )
+        .await?;
+        for h in &self.handlers {
+            create_group(&side, h.stream(), h.group()).await?;
+        }
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            db: self.db,
+            redis: self.redis,
+            side,
+            limit: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config,
+            handlers: self.handlers,
+            metrics: self.metrics.unwrap_or_else(QueueMetrics::global),
+            stats: Stats::default(),
+            acks,
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            in_flight: std::sync::Mutex::new(HashSet::new()),
+            last_errors: std::sync::Mutex::new(HashMap::new()),
+            skip_acks: AtomicU64::new(self.skip_acks),
+        });
+        tracing::info!(
+            consumer = %shared.config.consumer,
+            handlers = shared.handlers.len(),
+            concurrency = shared.config.concurrency,
+            "safesync queue worker started"
+        );
+        let acker = tokio::spawn(ack::run(Arc::clone(&shared), ack_rx));
+        let mut loops = JoinSet::new();
+        for index in 0..shared.handlers.len() {
+            loops.spawn(consumer::consume(Arc::clone(&shared), index, stop.clone()));
+        }
+        while let Some(done) = loops.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a safesync queue consumer loop ended abnormally");
+            }
+        }
+        drain(&shared).await;
+        let (flushed, wait) = oneshot::channel();
+        if shared.acks.send(AckMsg::Stop(flushed)).is_ok() {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT * 3, wait).await;
+        }
+        acker.abort();
+        let summary = shared.stats.summary();
+        tracing::info!(?summary, "safesync queue worker stopped");
+        Ok(summary)
+    }
+
+    /// [`Worker::run`] until the process gets SIGTERM or SIGINT (Ctrl-C).
+    ///
+    /// ```no_run
+    /// # use safesync_core::{Db, Error, Tx};
+    /// # use safesync_queue::{Handler, Worker, __private::BoxFuture};
+    /// # #[allow(non_camel_case_types)] struct bill;
+    /// # impl Handler for bill {
+    /// #     type Payload = i64;
+    /// #     fn stream(&self) -> &'static str { "orders" }
+    /// #     fn group(&self) -> &'static str { "billing" }
+    /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// # async fn demo(db: Db, redis: safesync_queue::redis::Client) -> Result<(), Error> {
+    /// let summary = Worker::new(db, redis).handle(bill).run_until_signal().await?;
+    /// # let _ = summary;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until_signal(self) -> Result<Summary> {
+        let stop = CancellationToken::new();
+        let watcher = tokio::spawn(cancel_on_signal(stop.clone()));
+        let result = self.run(stop).await;
+        watcher.abort();
+        result
+    }
+}
+
+/// Cancels `stop` on SIGTERM or SIGINT. A signal that cannot be listened
+/// to is logged and ignored, never taken as a stop.
+async fn cancel_on_signal(stop: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("stop signal: draining the safesync queue worker");
+    stop.cancel();
+}
+
+/// Waits for running handlers up to the drain deadline, then cancels the
+/// rest (they roll back and stay pending).
+async fn drain(shared: &Shared) {
+    shared.tracker.close();
+    if tokio::time::timeout(shared.config.drain_timeout, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = shared.tracker.len(),
+            "drain deadline passed: cancelling running handlers"
+        );
+        shared.abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), shared.tracker.wait()).await;
+    }
+}
+
+/// `XGROUP CREATE stream group 0 MKSTREAM`; an existing group is fine.
+pub(crate) async fn create_group(side: &SideConn, stream: &str, group: &str) -> Result<()> {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM");
+    match side
+        .query::<redis::Value>(&cmd, &format!("XGROUP CREATE `{group}` on `{stream}`"))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if conn::as_redis_error(&e).and_then(conn::code) == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,1099 @@
+//! The queue against a real Redis (`SAFESYNC_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`) and every SQL backend: exactly-once effects,
+//! poison messages, retries and dead letters, lost acks, stopping, and
+//! unreachable servers. A Redis that is not answering fails the tests.
+
+#![allow(clippy::manual_assert, clippy::too_many_lines)]
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use safesync::__private::BoxFuture;
+use safesync::prelude::*;
+use safesync::redis::{self, aio::MultiplexedConnection};
+use safesync::{CancellationToken, Handler, SendOptions, Stream, Summary, Worker};
+
+fn redis_url() -> String {
+    std::env::var("SAFESYNC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn redis_client() -> redis::Client {
+    safesync::queue::client(&redis_url()).unwrap()
+}
+
+async fn conn() -> MultiplexedConnection {
+    redis_client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("Redis at {} is not answering: {e}", redis_url()))
+}
+
+/// A stream name no other test or run uses, leaked for `&'static str`.
+fn unique_stream(prefix: &str) -> &'static str {
+    Box::leak(common::unique(prefix).into_boxed_str())
+}
+
+async fn delete_stream(stream: &str) {
+    let mut c = conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(stream)
+        .arg(safesync::queue::dead_letter_key(stream))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OrderPlaced {
+    order_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Versioned, Locked)]
+#[safesync(table = "orders")]
+struct Order {
+    #[safesync(key)]
+    id: i64,
+    status: String,
+    /// How many times a handler's effect was applied: must end at 1.
+    hits: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+const ORDERS: &str = "CREATE TABLE orders (id BIGINT PRIMARY KEY, status VARCHAR(32) NOT NULL, \
+     hits BIGINT NOT NULL, version BIGINT NOT NULL)";
+
+async fn setup_orders(backend: Backend, n: i64) -> TestDb {
+    let t = TestDb::new(backend).await;
+    t.exec(ORDERS).await;
+    let mut tx = t.db.begin().await.unwrap();
+    for id in 1..=n {
+        Order {
+            id,
+            status: "new".into(),
+            hits: 0,
+            version: 0,
+        }
+        .insert(&mut tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    t
+}
+
+async fn send_orders(stream: &'static str, ids: impl IntoIterator<Item = i64>) {
+    let orders: Stream<OrderPlaced> = Stream::new(stream);
+    let mut c = conn().await;
+    for order_id in ids {
+        orders
+            .send_on(&mut c, &OrderPlaced { order_id }, &SendOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// `(status, hits)` of every order, by id.
+async fn orders(db: &Db) -> HashMap<i64, (String, i64)> {
+    let mut tx = db.begin().await.unwrap();
+    let mut out = HashMap::new();
+    let mut id = 1;
+    while let Some(o) = Order::find(&mut tx, &id).await.unwrap() {
+        out.insert(o.id, (o.status, o.hits));
+        id += 1;
+    }
+    tx.commit().await.unwrap();
+    out
+}
+
+/// What a test handler does to an order.
+#[derive(Default)]
+struct Behaviour {
+    /// Order id → how many of its first deliveries fail with an error.
+    fail_first: HashMap<i64, u64>,
+    /// Orders whose handler always panics.
+    panic_on: HashSet<i64>,
+    /// Pause inside the handler.
+    delay: Option<Duration>,
+    /// Handler calls by order id.
+    calls: std::sync::Mutex<HashMap<i64, u64>>,
+    /// Handler calls in all.
+    total: AtomicU64,
+}
+
+/// The hand-written form of
+/// `#[queue_handler(stream = …, group = …)] async fn bill(tx, msg: OrderPlaced)`.
+struct Bill {
+    stream: &'static str,
+    group: &'static str,
+    behaviour: Arc<Behaviour>,
+}
+
+async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced, b: &Behaviour) -> Result<(), Error> {
+    let call = {
+        let mut calls = b.calls.lock().unwrap();
+        let n = calls.entry(msg.order_id).or_insert(0);
+        *n += 1;
+        *n
+    };
+    b.total.fetch_add(1, Ordering::Relaxed);
+    if let Some(d) = b.delay {
+        tokio::time::sleep(d).await;
+    }
+    let mut order = Order::lock(tx, &msg.order_id)
+        .await?
+        .ok_or_else(Error::not_found)?;
+    order.status = "processed".into();
+    order.hits += 1;
+    order.update(tx).await?;
+    if b.panic_on.contains(&msg.order_id) {
+        panic!("order {} makes the handler panic", msg.order_id);
+    }
+    if b.fail_first.get(&msg.order_id).is_some_and(|&k| call <= k) {
+        return Err(Error::Config(format!(
+            "order {} fails on call {call}",
+            msg.order_id
+        )));
+    }
+    Ok(())
+}
+
+impl Handler for Bill {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        self.group
+    }
+
+    fn handle<'t>(
+        &'t self,
+        tx: &'t mut Tx<'_>,
+        msg: OrderPlaced,
+    ) -> BoxFuture<'t, Result<(), Error>> {
+        Box::pin(bill(tx, msg, &self.behaviour))
+    }
+}
+
+fn handler(stream: &'static str, behaviour: &Arc<Behaviour>) -> Bill {
+    Bill {
+        stream,
+        group: "billing",
+        behaviour: Arc::clone(behaviour),
+    }
+}
+
+/// Polls `done` every 50 ms until it is true; panics after `limit`.
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn processed_count(db: &Db) -> usize {
+    orders(db)
+        .await
+        .values()
+        .filter(|(s, _)| s == "processed")
+        .count()
+}
+
+async fn pending(stream: &str) -> u64 {
+    safesync::queue::health(&redis_client(), stream, "billing")
+        .await
+        .unwrap()
+        .pending
+}
+
+fn add(a: Summary, b: Summary) -> (u64, u64, u64, u64) {
+    (
+        a.processed + b.processed,
+        a.acked + b.acked,
+        a.duplicates + b.duplicates,
+        a.failed + b.failed,
+    )
+}
+
+// --- 1. Many messages, several workers, every backend ----------------------
+
+async fn every_order_is_processed_exactly_once_by_concurrent_workers(backend: Backend) {
+    const M: i64 = 500;
+    let t = setup_orders(backend, M).await;
+    let stream = unique_stream("w5");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour::default());
+
+    let stop = CancellationToken::new();
+    let run = |name: &str| {
+        tokio::spawn(
+            Worker::new(t.db.clone(), redis_client())
+                .handle(handler(stream, &behaviour))
+                .concurrency(4)
+                .batch(8)
+                .block(Duration::from_millis(500))
+                .consumer_name(name)
+                .run(stop.clone()),
+        )
+    };
+    let (a, b) = (run("w5-a"), run("w5-b"));
+    let db = &t.db;
+    wait_for(
+        "every order processed",
+        Duration::from_secs(120),
+        || async move { processed_count(db).await == usize::try_from(M).unwrap() },
+    )
+    .await;
+    wait_for(
+        "an empty pending list",
+        Duration::from_secs(10),
+        || async move { pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+
+    let all = orders(&t.db).await;
+    assert_eq!(all.len(), usize::try_from(M).unwrap());
+    for (id, (status, hits)) in &all {
+        assert_eq!((status.as_str(), *hits), ("processed", 1), "order {id}");
+    }
+    assert_eq!(add(a, b), (500, 500, 0, 0), "{a:?} {b:?}");
+    assert!(
+        a.processed > 0 && b.processed > 0,
+        "both workers took part: {a:?} {b:?}"
+    );
+    assert_eq!(behaviour.total.load(Ordering::Relaxed), 500);
+
+    let h = safesync::queue::health(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!((h.length, h.pending, h.dead_letters), (500, 0, 0));
+    assert_eq!(h.oldest_pending_idle, None);
+    assert_eq!(h.lag, Some(0));
+    let mut names: Vec<&str> = h.consumers.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["w5-a", "w5-b"]);
+
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+// --- 4. Commit without ack: the ledger makes the effect happen once --------
+
+async fn a_commit_whose_ack_was_lost_takes_effect_once(backend: Backend) {
+    const M: i64 = 20;
+    let t = setup_orders(backend, M).await;
+    let stream = unique_stream("lostack");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour::default());
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .concurrency(3)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(500))
+            .fail_before_ack_for_tests(5)
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for(
+        "every order processed",
+        Duration::from_secs(30),
+        || async move { processed_count(db).await == 20 },
+    )
+    .await;
+    // The five unacknowledged entries are claimed after 500 ms, recognised
+    // by the ledger and only acknowledged.
+    wait_for(
+        "an empty pending list",
+        Duration::from_secs(30),
+        || async move { pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.processed, s.duplicates, s.acked, s.claimed, s.failed),
+        (20, 5, 20, 5, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        behaviour.total.load(Ordering::Relaxed),
+        20,
+        "the handler ran once per entry"
+    );
+    for (id, (_, hits)) in orders(&t.db).await {
+        assert_eq!(hits, 1, "order {id}");
+    }
+    delete_stream(stream).await;
+
+    // The same fault with the ledger off runs those handlers twice: the
+    // ledger is what made the difference above.
+    let stream = unique_stream("noledger");
+    send_orders(stream, 1..=4).await;
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(300))
+            .ledger(false)
+            .fail_before_ack_for_tests(2)
+            .run(stop.clone()),
+    );
+    let total = &behaviour.total;
+    wait_for(
+        "6 more handler runs",
+        Duration::from_secs(30),
+        || async move { total.load(Ordering::Relaxed) == 26 && pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.processed, s.duplicates), (6, 0), "{s:?}");
+    let hits: i64 = orders(&t.db)
+        .await
+        .iter()
+        .filter(|(id, _)| **id <= 4)
+        .map(|(_, (_, h))| h - 1)
+        .sum();
+    assert_eq!(
+        hits, 6,
+        "4 first deliveries + 2 redelivered without a ledger"
+    );
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+on_every_backend!(
+    every_order_is_processed_exactly_once_by_concurrent_workers,
+    a_commit_whose_ack_was_lost_takes_effect_once,
+);
+
+// --- 2. Poison messages ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
+    let t = setup_orders(Backend::Sqlite, 3).await;
+    let stream = unique_stream("poison");
+    let mut c = conn().await;
+    let orders_stream: Stream<OrderPlaced> = Stream::new(stream);
+    let raw = c.clone();
+    let send = |fields: Vec<(&'static str, Vec<u8>)>| {
+        let mut c = raw.clone();
+        async move {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(stream).arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
+            }
+            cmd.query_async::<String>(&mut c).await.unwrap()
+        }
+    };
+    let good = |id| OrderPlaced { order_id: id };
+    orders_stream
+        .send_on(&mut c, &good(1), &SendOptions::default())
+        .await
+        .unwrap();
+    let malformed = send(vec![("data", b"{not json".to_vec())]).await;
+    let wrong_type = send(vec![("data", br#"{"order_id":"seven"}"#.to_vec())]).await;
+    orders_stream
+        .send_on(&mut c, &good(2), &SendOptions::default())
+        .await
+        .unwrap();
+    let missing_field = send(vec![("data", br#"{"id":3}"#.to_vec())]).await;
+    let no_data = send(vec![("payload", br#"{"order_id":3}"#.to_vec())]).await;
+    let not_utf8 = send(vec![("data", vec![0xff, 0xfe, b'{'])]).await;
+    orders_stream
+        .send_on(&mut c, &good(3), &SendOptions::default())
+        .await
+        .unwrap();
+
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .concurrency(2)
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for(
+        "3 processed and 5 dead letters",
+        Duration::from_secs(30),
+        || async move {
+            processed_count(db).await == 3
+                && safesync::queue::dead_letters(&redis_client(), stream)
+                    .await
+                    .unwrap()
+                    .len()
+                    == 5
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.processed, s.dead_lettered, s.acked, s.failed),
+        (3, 5, 8, 0),
+        "{s:?}"
+    );
+
+    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap();
+    let by_id: HashMap<&str, &safesync::queue::DeadLetter> =
+        dead.iter().map(|d| (d.original_id.as_str(), d)).collect();
+    let expect = [
+        (
+            &malformed,
+            "its `data` field is not such JSON: key must be a string",
+        ),
+        (&wrong_type, "invalid type: string \"seven\", expected i64"),
+        (&missing_field, "missing field `order_id`"),
+        (&no_data, "it has no `data` field (its fields: `payload`)"),
+        (&not_utf8, "its `data` field is not UTF-8"),
+    ];
+    for (id, needle) in expect {
+        let d = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("no dead letter for {id}"));
+        assert!(
+            d.reason.contains(needle),
+            "{id}: {:?} lacks {needle:?}",
+            d.reason
+        );
+        assert!(
+            d.reason
+                .starts_with(&format!("cannot decode entry {id} of `{stream}` as `")),
+            "{:?}",
+            d.reason
+        );
+        assert_eq!((d.group.as_str(), d.deliveries), ("billing", 1));
+    }
+    assert_eq!(
+        by_id[not_utf8.as_str()].data(),
+        Some(&[0xff, 0xfe, b'{'][..]),
+        "original bytes kept"
+    );
+    assert_eq!(
+        by_id[no_data.as_str()].fields,
+        vec![("payload".to_owned(), br#"{"order_id":3}"#.to_vec())]
+    );
+
+    // Replay puts the original fields back on the stream and removes the
+    // dead letter; an unknown id is NotFound.
+    let replayed = safesync::queue::replay_dead_letter(
+        &redis_client(),
+        stream,
+        &by_id[wrong_type.as_str()].id,
+    )
+    .await
+    .unwrap();
+    let back: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg(&replayed)
+        .arg(&replayed)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(back.ids.len(), 1);
+    assert_eq!(back.ids[0].map.len(), 1, "only the original fields");
+    assert_eq!(
+        back.ids[0].get::<String>("data").as_deref(),
+        Some(r#"{"order_id":"seven"}"#)
+    );
+    assert_eq!(
+        safesync::queue::dead_letters(&redis_client(), stream)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "1-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+// --- 3. Handler failures: retried after claim_idle, then dead letters ------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
+    let t = setup_orders(Backend::Sqlite, 3).await;
+    let stream = unique_stream("retry");
+    send_orders(stream, 1..=3).await;
+    let behaviour = Arc::new(Behaviour {
+        fail_first: HashMap::from([(1, 2)]),
+        panic_on: HashSet::from([2]),
+        ..Behaviour::default()
+    });
+    let registry = safesync::prometheus::Registry::new();
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .concurrency(2)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(500))
+            .max_deliveries(3)
+            .metrics(safesync::queue::QueueMetrics::register(&registry).unwrap())
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for(
+        "order 1 processed and order 2 dead",
+        Duration::from_secs(30),
+        || async move {
+            let o = orders(db).await;
+            o[&1].0 == "processed"
+                && safesync::queue::dead_letters(&redis_client(), stream)
+                    .await
+                    .unwrap()
+                    .len()
+                    == 1
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+
+    // Order 1 failed twice, then succeeded on its third delivery; order 2
+    // panicked on all three; order 3 went through at once.
+    let calls = behaviour.calls.lock().unwrap().clone();
+    assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1)]));
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "two claims of 500 ms idle each: {elapsed:?}"
+    );
+    assert_eq!(
+        (s.processed, s.failed, s.claimed, s.dead_lettered, s.acked),
+        (2, 5, 4, 1, 3),
+        "{s:?}"
+    );
+    let o = orders(&t.db).await;
+    assert_eq!(
+        o[&1],
+        ("processed".to_owned(), 1),
+        "failed attempts rolled back"
+    );
+    assert_eq!(
+        o[&2],
+        ("new".to_owned(), 0),
+        "panicking attempts rolled back"
+    );
+    assert_eq!(o[&3], ("processed".to_owned(), 1));
+
+    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap();
+    assert_eq!(dead[0].deliveries, 3);
+    assert!(
+        dead[0].reason.starts_with("the handler failed on delivery 3 of at most 3: the handler panicked: order 2 makes the handler panic"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(dead[0].data(), Some(&br#"{"order_id":2}"#[..]));
+
+    let text = safesync::prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    let labels = format!(r#"{{group="billing",stream="{stream}"}}"#);
+    for (name, value) in [
+        ("safesync_queue_messages_read_total", 7),
+        ("safesync_queue_claimed_total", 4),
+        ("safesync_queue_ack_total", 3),
+        ("safesync_queue_dead_lettered_total", 1),
+    ] {
+        let line = format!("{name}{labels} {value}");
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    for (outcome, n) in [("ok", 2), ("error", 2), ("panic", 3)] {
+        let line = format!(
+            r#"safesync_queue_handler_latency_seconds_count{{group="billing",outcome="{outcome}",stream="{stream}"}} {n}"#
+        );
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed() {
+    let t = setup_orders(Backend::Sqlite, 1).await;
+    let stream = unique_stream("overlimit");
+    send_orders(stream, [1]).await;
+    // A consumer that crashed on this entry three times.
+    let mut c = conn().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for from in [">", "0", "0"] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("billing")
+            .arg("crashed")
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(from)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(200))
+            .max_deliveries(3)
+            .run(stop.clone()),
+    );
+    wait_for("a dead letter", Duration::from_secs(20), || async move {
+        safesync::queue::dead_letters(&redis_client(), stream)
+            .await
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.claimed, s.dead_lettered, s.processed, s.acked),
+        (1, 1, 0, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        behaviour.total.load(Ordering::Relaxed),
+        0,
+        "the handler never ran"
+    );
+    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap();
+    assert_eq!(dead[0].deliveries, 4);
+    assert_eq!(
+        dead[0].reason,
+        "delivered 4 times, more than max_deliveries 3; last error: not seen by this worker"
+    );
+    assert_eq!(pending(stream).await, 0);
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+// --- 5. Stop: prompt, nothing lost ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_stops_promptly_and_a_second_run_drains_the_rest() {
+    const M: i64 = 300;
+    let t = setup_orders(Backend::Sqlite, M).await;
+    let stream = unique_stream("stop");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour {
+        delay: Some(Duration::from_millis(5)),
+        ..Behaviour::default()
+    });
+    let worker = |stop: &CancellationToken| {
+        tokio::spawn(
+            Worker::new(t.db.clone(), redis_client())
+                .handle(handler(stream, &behaviour))
+                .concurrency(2)
+                .block(Duration::from_secs(5))
+                .consumer_name("stopper")
+                .run(stop.clone()),
+        )
+    };
+
+    // Stop in the middle of the work.
+    let db = &t.db;
+    let stop = CancellationToken::new();
+    let first = worker(&stop);
+    wait_for(
+        "some orders processed",
+        Duration::from_secs(30),
+        || async move { processed_count(db).await >= 50 },
+    )
+    .await;
+    let cancelled = Instant::now();
+    stop.cancel();
+    let first = first.await.unwrap().unwrap();
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        cancelled.elapsed()
+    );
+    assert!(first.processed >= 50 && first.processed < 300, "{first:?}");
+    assert_eq!(
+        first.acked, first.processed,
+        "what committed was acknowledged"
+    );
+
+    // A second run takes the rest; then, idle in a 5 s blocking read, it
+    // still stops at once.
+    let stop = CancellationToken::new();
+    let second = worker(&stop);
+    wait_for(
+        "every order processed",
+        Duration::from_secs(60),
+        || async move { processed_count(db).await == 300 },
+    )
+    .await;
+    wait_for(
+        "an empty pending list",
+        Duration::from_secs(10),
+        || async move { pending(stream).await == 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // now blocked in XREADGROUP
+    let cancelled = Instant::now();
+    stop.cancel();
+    let second = second.await.unwrap().unwrap();
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        cancelled.elapsed()
+    );
+
+    assert_eq!(add(first, second), (300, 300, 0, 0), "{first:?} {second:?}");
+    for (id, (status, hits)) in orders(&t.db).await {
+        assert_eq!((status.as_str(), hits), ("processed", 1), "order {id}");
+    }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+// --- 6. Unreachable Redis ----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_is_a_clear_error_in_bounded_time() {
+    let err = safesync::queue::client("http://user:secret@nowhere").unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot use Redis URL `http://user:***@nowhere`"),
+        "{text}"
+    );
+    assert!(!text.contains("secret"), "{text}");
+
+    // Nothing listens on the port: refused at once.
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let client = safesync::queue::client(&format!("redis://127.0.0.1:{refused}")).unwrap();
+    let started = Instant::now();
+    let err = Stream::<OrderPlaced>::new("nowhere")
+        .send(&client, &OrderPlaced { order_id: 1 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("redis connect to 127.0.0.1:{refused} failed: ")),
+        "{err}"
+    );
+    let t = TestDb::new(Backend::Sqlite).await;
+    let err = Worker::new(t.db.clone(), client.clone())
+        .handle(handler("nowhere", &Arc::new(Behaviour::default())))
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("connect to 127.0.0.1:{refused}")),
+        "{err}"
+    );
+    let err = safesync::queue::health(&client, "nowhere", "billing")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A server that accepts connections and never answers: the connect
+    // timeout (5 s) ends the wait.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let accept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = silent.accept().await {
+            held.push(sock);
+        }
+    });
+    let client = safesync::queue::client(&format!("redis://127.0.0.1:{port}")).unwrap();
+    let started = Instant::now();
+    let err = Stream::<OrderPlaced>::new("nowhere")
+        .send(&client, &OrderPlaced { order_id: 1 })
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains(&format!("connect to 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    accept.abort();
+
+    // A worker without handlers is a configuration error, before any I/O.
+    let err = Worker::new(t.db.clone(), client)
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs at least one handler"),
+        "{err}"
+    );
+    t.cleanup().await;
+}
+
+// --- Ledger and group housekeeping -------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_group_is_recreated_and_the_ledger_skips_what_was_done() {
+    let t = setup_orders(Backend::Sqlite, 6).await;
+    let stream = unique_stream("nogroup");
+    send_orders(stream, 1..=3).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for("3 processed", Duration::from_secs(20), || async move {
+        processed_count(db).await == 3
+    })
+    .await;
+    let mut c = conn().await;
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(stream)
+        .arg("billing")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    send_orders(stream, 4..=6).await;
+    // Recreated from `0`: all six are delivered again; the first three are
+    // in the ledger and only acknowledged.
+    wait_for("6 processed", Duration::from_secs(20), || async move {
+        processed_count(db).await == 6 && pending(stream).await == 0
+    })
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.processed, s.duplicates), (6, 3), "{s:?}");
+    for (id, (_, hits)) in orders(&t.db).await {
+        assert_eq!(hits, 1, "order {id}");
+    }
+    assert_eq!(
+        safesync::queue::prune_ledger(&t.db, Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await; // SQLite's timestamps are in seconds
+    assert_eq!(
+        safesync::queue::prune_ledger(&t.db, Duration::ZERO)
+            .await
+            .unwrap(),
+        6
+    );
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_entries_that_were_trimmed_are_acknowledged_and_counted() {
+    let t = setup_orders(Backend::Sqlite, 4).await;
+    let stream = unique_stream("trimmed");
+    send_orders(stream, 1..=4).await;
+    let mut c = conn().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // Two entries pending on a crashed consumer, two on the worker's own
+    // name (from an earlier run); then all four are deleted.
+    for consumer in ["crashed", "me"] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("billing")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(2)
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(stream)
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(pending(stream).await, 4);
+
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(200))
+            .consumer_name("me")
+            .run(stop.clone()),
+    );
+    wait_for(
+        "an empty pending list",
+        Duration::from_secs(20),
+        || async move { pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.trimmed, s.processed, s.dead_lettered),
+        (4, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.acked + s.already_acked, 4, "{s:?}");
+    assert_eq!(behaviour.total.load(Ordering::Relaxed), 0);
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_connections_are_reopened_and_nothing_is_lost() {
+    let t = setup_orders(Backend::Sqlite, 20).await;
+    let stream = unique_stream("killed");
+    let consumer = common::unique("killme");
+    send_orders(stream, 1..=10).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(300))
+            .consumer_name(consumer.clone())
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for("10 processed", Duration::from_secs(20), || async move {
+        processed_count(db).await == 10
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // blocked in a read again
+
+    // Kill the worker's reader and side connection, as a server restart or
+    // a proxy would.
+    let mut c = conn().await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ').any(|kv| {
+                kv.strip_prefix("name=")
+                    .is_some_and(|n| n.ends_with(&consumer))
+            })
+        })
+        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id=")))
+        .collect();
+    assert_eq!(ids.len(), 2, "reader and side connection are named: {list}");
+    for id in ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+
+    send_orders(stream, 11..=20).await;
+    wait_for(
+        "20 processed, nothing pending",
+        Duration::from_secs(30),
+        || async move { processed_count(db).await == 20 && pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.processed, s.acked, s.duplicates), (20, 20, 0), "{s:?}");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxlen_trims_the_stream() {
+    let stream = unique_stream("trim");
+    let orders: Stream<OrderPlaced> = Stream::new(stream);
+    let mut c = conn().await;
+    let opts = SendOptions::default().maxlen(10);
+    for order_id in 0..1000 {
+        orders
+            .send_on(&mut c, &OrderPlaced { order_id }, &opts)
+            .await
+            .unwrap();
+    }
+    let len: u64 = redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!((10..1000).contains(&len), "{len}");
+    delete_stream(stream).await;
+}

@@ -1,0 +1,43 @@
+use safesync::prelude::*;
+use safesync::queue_handler;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: i64,
+}
+
+/// Bills an order.
+#[queue_handler(stream = "orders", group = "billing")]
+async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
+    let _ = (tx, msg.order_id);
+    Ok(())
+}
+
+#[queue_handler(stream = "audit")]
+pub async fn audit(_tx: &mut safesync::Tx<'_>, _msg: serde_json::Value) -> Result<(), Error> {
+    Ok(())
+}
+
+fn assert_handler<H: safesync::queue::Handler>(_: H) {}
+fn assert_send<T: Send>(_: T) {}
+
+async fn producer(redis: &safesync::redis::Client) -> Result<(), Error> {
+    bill::stream().send(redis, &OrderPlaced { order_id: 7 }).await?;
+    audit::stream().send(redis, &serde_json::json!({"any": "json"})).await?;
+    Ok(())
+}
+
+async fn direct(tx: &mut Tx<'_>) -> Result<(), Error> {
+    bill::call(tx, OrderPlaced { order_id: 1 }).await
+}
+
+fn main() {
+    assert_handler(bill);
+    assert_handler(audit);
+    assert_eq!(safesync::queue::Handler::group(&audit), "audit");
+    assert_eq!(bill::stream().name(), "orders");
+    let client = safesync::redis::Client::open("redis://127.0.0.1:1").unwrap();
+    assert_send(async move { producer(&client).await });
+    let _ = direct;
+}
