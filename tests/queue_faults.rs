@@ -1,0 +1,464 @@
+//! The queue under real faults: worker processes stopped with SIGTERM or
+//! killed with SIGKILL mid-stream, and a private Redis restarted mid-run.
+//! In every case each order's effect is applied exactly once and nothing is
+//! left pending. Worker processes are this test binary, re-run with
+//! `SAFESYNC_QUEUE_CHILD` set; the private Redis runs on a free port and the
+//! shared one is never touched.
+
+#![allow(clippy::manual_assert)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDb};
+use safesync::__private::BoxFuture;
+use safesync::prelude::*;
+use safesync::redis;
+use safesync::{CancellationToken, Handler, SendOptions, Stream, Worker};
+
+const CHILD_ENV: &str = "SAFESYNC_QUEUE_CHILD";
+const MESSAGES: i64 = 400;
+
+fn redis_url() -> String {
+    std::env::var("SAFESYNC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct OrderPlaced {
+    order_id: i64,
+}
+
+#[derive(Debug, Clone, Versioned, Locked)]
+#[safesync(table = "orders")]
+struct Order {
+    #[safesync(key)]
+    id: i64,
+    /// How many times a handler's effect was applied: must end at 1.
+    hits: i64,
+    #[safesync(version)]
+    version: i64,
+}
+
+/// Locks the order, counts the effect, then lingers inside the transaction
+/// so that stops and kills land while work is in flight.
+struct Bill {
+    stream: &'static str,
+    linger: Duration,
+}
+
+impl Handler for Bill {
+    type Payload = OrderPlaced;
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+    fn handle<'t>(
+        &'t self,
+        tx: &'t mut Tx<'_>,
+        msg: OrderPlaced,
+    ) -> BoxFuture<'t, Result<(), Error>> {
+        Box::pin(async move {
+            let mut o = Order::lock(tx, &msg.order_id)
+                .await?
+                .ok_or_else(Error::not_found)?;
+            o.hits += 1;
+            o.update(tx).await?;
+            tokio::time::sleep(self.linger).await;
+            Ok(())
+        })
+    }
+}
+
+async fn setup(backend: Backend, stream: &str, redis_url: &str) -> TestDb {
+    let t = TestDb::new(backend).await;
+    t.exec("CREATE TABLE orders (id BIGINT PRIMARY KEY, hits BIGINT NOT NULL, version BIGINT NOT NULL)").await;
+    safesync::queue::ensure_ledger(&t.db).await.unwrap();
+    let mut tx = t.db.begin().await.unwrap();
+    for id in 1..=MESSAGES {
+        Order {
+            id,
+            hits: 0,
+            version: 0,
+        }
+        .insert(&mut tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let client = safesync::queue::client(redis_url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let orders: Stream<OrderPlaced> = Stream::new(Box::leak(stream.to_owned().into_boxed_str()));
+    for order_id in 1..=MESSAGES {
+        orders
+            .send_on(&mut c, &OrderPlaced { order_id }, &SendOptions::default())
+            .await
+            .unwrap();
+    }
+    t
+}
+
+/// (orders with at least one hit, orders with more than one hit)
+async fn progress(db: &Db) -> (i64, i64) {
+    let mut tx = db.begin().await.unwrap();
+    let (mut done, mut twice) = (0, 0);
+    for id in 1..=MESSAGES {
+        let o = Order::find(&mut tx, &id).await.unwrap().unwrap();
+        done += i64::from(o.hits >= 1);
+        twice += i64::from(o.hits > 1);
+    }
+    tx.commit().await.unwrap();
+    (done, twice)
+}
+
+async fn wait_for_progress(db: &Db, at_least: i64, limit: Duration) {
+    let start = Instant::now();
+    while progress(db).await.0 < at_least {
+        assert!(
+            start.elapsed() < limit,
+            "no progress to {at_least} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn pending(redis_url: &str, stream: &str) -> u64 {
+    let client = safesync::queue::client(redis_url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("billing")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    match reply {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => u64::try_from(*n).unwrap(),
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+async fn delete_stream(redis_url: &str, stream: &str) {
+    let client = safesync::queue::client(redis_url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(stream)
+        .arg(format!("{stream}:dead"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+fn spawn_worker(
+    backend: Backend,
+    t: &TestDb,
+    stream: &str,
+    claim_idle_ms: u64,
+) -> tokio::process::Child {
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "queue_worker_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(
+            CHILD_ENV,
+            format!(
+                "{}|{}|{}|{}|{}",
+                backend.name(),
+                t.namespace(),
+                stream,
+                redis_url(),
+                claim_idle_ms
+            ),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("child still running");
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+async fn finish(child: tokio::process::Child) -> std::process::Output {
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("worker process exits")
+        .unwrap()
+}
+
+/// The body of a worker process; a no-op unless started by a test below.
+#[test]
+fn queue_worker_process() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let (backend, namespace, stream, url, claim_idle_ms) = (
+        Backend::from_name(parts[0]),
+        parts[1],
+        parts[2],
+        parts[3],
+        parts[4].parse::<u64>().unwrap(),
+    );
+    let stream: &'static str = Box::leak(stream.to_owned().into_boxed_str());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let db = common::attach(backend, namespace).await;
+        let client = safesync::queue::client(url).unwrap();
+        let summary = Worker::new(db, client)
+            .handle(Bill {
+                stream,
+                linger: Duration::from_millis(10),
+            })
+            .concurrency(4)
+            .block(Duration::from_secs(1))
+            .claim_idle(Duration::from_millis(claim_idle_ms))
+            .run_until_signal()
+            .await
+            .unwrap();
+        println!("child summary: {summary:?}");
+    });
+}
+
+async fn sigterm_mid_stream_loses_nothing_and_applies_nothing_twice(backend: Backend) {
+    let stream = common::unique("q_term");
+    let t = setup(backend, &stream, &redis_url()).await;
+    let child = spawn_worker(backend, &t, &stream, 500);
+    wait_for_progress(&t.db, 40, Duration::from_secs(60)).await;
+    signal(&child, "-TERM");
+    let out = finish(child).await;
+    assert!(
+        out.status.success(),
+        "worker exit after SIGTERM: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (done_by_child, twice) = progress(&t.db).await;
+    assert!(done_by_child < MESSAGES, "the stop came mid-stream");
+    assert_eq!(twice, 0);
+
+    // A second worker finishes the rest.
+    let stop = CancellationToken::new();
+    let client = safesync::queue::client(&redis_url()).unwrap();
+    let s: &'static str = Box::leak(stream.clone().into_boxed_str());
+    let run = tokio::spawn(
+        Worker::new(t.db.clone(), client)
+            .handle(Bill {
+                stream: s,
+                linger: Duration::ZERO,
+            })
+            .concurrency(4)
+            .block(Duration::from_millis(500))
+            .claim_idle(Duration::from_millis(500))
+            .run(stop.clone()),
+    );
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(
+        progress(&t.db).await,
+        (MESSAGES, 0),
+        "every order exactly once"
+    );
+    assert_eq!(pending(&redis_url(), &stream).await, 0);
+    delete_stream(&redis_url(), &stream).await;
+    t.cleanup().await;
+}
+
+/// W6: one of two worker processes is killed with SIGKILL mid-stream; the
+/// other claims its entries after `claim_idle` and finishes.
+async fn sigkilled_worker_process_loses_nothing_and_applies_nothing_twice(backend: Backend) {
+    let stream = common::unique("q_kill");
+    let t = setup(backend, &stream, &redis_url()).await;
+    let claim_idle = Duration::from_secs(1);
+    let victim = spawn_worker(backend, &t, &stream, 1000);
+    let survivor = spawn_worker(backend, &t, &stream, 1000);
+    wait_for_progress(&t.db, 60, Duration::from_secs(60)).await;
+    signal(&victim, "-KILL");
+    let killed_at = Instant::now();
+    let out = finish(victim).await;
+    assert!(!out.status.success(), "the victim was killed");
+
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    let drained = killed_at.elapsed();
+    // Entries the victim held come back once idle for claim_idle.
+    let start = Instant::now();
+    while pending(&redis_url(), &stream).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pending entries never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("{backend:?}: drained {drained:?} after SIGKILL (claim_idle {claim_idle:?})");
+    signal(&survivor, "-TERM");
+    let out = finish(survivor).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        progress(&t.db).await,
+        (MESSAGES, 0),
+        "every order exactly once"
+    );
+    delete_stream(&redis_url(), &stream).await;
+    t.cleanup().await;
+}
+
+/// A private `redis-server` on a free port, with an append-only file so its
+/// data survives a restart.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            process: None,
+        };
+        r.up();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/services installs it)");
+        self.process = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "private redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: Redis flushes its append-only file and exits.
+    fn down(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &p.id().to_string()])
+                .status();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
+    let mut redis_server = PrivateRedis::start();
+    let url = redis_server.url();
+    let stream = common::unique("q_restart");
+    let t = setup(Backend::Sqlite, &stream, &url).await;
+    let s: &'static str = Box::leak(stream.clone().into_boxed_str());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        Worker::new(t.db.clone(), safesync::queue::client(&url).unwrap())
+            .handle(Bill {
+                stream: s,
+                linger: Duration::from_millis(5),
+            })
+            .concurrency(4)
+            .block(Duration::from_millis(500))
+            .claim_idle(Duration::from_millis(500))
+            .run(stop.clone()),
+    );
+    wait_for_progress(&t.db, 60, Duration::from_secs(60)).await;
+    redis_server.down();
+    let (during_outage, _) = progress(&t.db).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis_server.up();
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    while pending(&url, &stream).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pending entries never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    eprintln!("restart at {during_outage}/{MESSAGES}: {summary:?}");
+    assert!(during_outage < MESSAGES, "the restart came mid-stream");
+    assert_eq!(
+        progress(&t.db).await,
+        (MESSAGES, 0),
+        "every order exactly once"
+    );
+    t.cleanup().await;
+}
+
+on_every_backend!(
+    sigterm_mid_stream_loses_nothing_and_applies_nothing_twice,
+    sigkilled_worker_process_loses_nothing_and_applies_nothing_twice,
+);
