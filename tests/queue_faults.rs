@@ -461,4 +461,200 @@ async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
 on_every_backend!(
     sigterm_mid_stream_loses_nothing_and_applies_nothing_twice,
     sigkilled_worker_process_loses_nothing_and_applies_nothing_twice,
+    db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried,
 );
+
+#[tokio::test]
+async fn idle_consumers_are_removed_only_when_nothing_is_pending() {
+    let url = redis_url();
+    let stream = common::unique("q_idle");
+    let client = safesync::queue::client(&url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("billing")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("data")
+            .arg(format!("{{\"order_id\":{i}}}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // `done` reads one entry and acks it; `busy` reads one and keeps it pending.
+    for consumer in ["done", "busy"] {
+        let _read: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("billing")
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(">")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if consumer == "done" {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("billing")
+                .arg("-")
+                .arg("+")
+                .arg(10)
+                .arg("done")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let redis::Value::Array(entries) = pending else {
+                panic!("{pending:?}")
+            };
+            for e in entries {
+                let redis::Value::Array(fields) = e else {
+                    panic!()
+                };
+                let redis::Value::BulkString(id) = &fields[0] else {
+                    panic!()
+                };
+                let acked: i64 = redis::cmd("XACK")
+                    .arg(&stream)
+                    .arg("billing")
+                    .arg(id.as_slice())
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                assert_eq!(acked, 1);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let removed = safesync::queue::remove_idle_consumers(
+        &client,
+        &stream,
+        "billing",
+        Duration::from_millis(100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(removed, vec!["done".to_owned()]);
+    let h = safesync::queue::health(&client, &stream, "billing")
+        .await
+        .unwrap();
+    let names: Vec<_> = h
+        .consumers
+        .iter()
+        .map(|c| (c.name.as_str(), c.pending))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("busy", 1)],
+        "the consumer with a pending entry is kept, and so is its entry"
+    );
+    assert_eq!(h.pending, 1);
+    delete_stream(&url, &stream).await;
+}
+
+/// Kills its own database connection (from outside, like an operator's
+/// `KILL`) in the middle of the handler for order 7, once.
+struct KillOnce {
+    stream: &'static str,
+    admin: Db,
+    killed: std::sync::atomic::AtomicBool,
+}
+
+impl Handler for KillOnce {
+    type Payload = OrderPlaced;
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+    fn handle<'t>(
+        &'t self,
+        tx: &'t mut Tx<'_>,
+        msg: OrderPlaced,
+    ) -> BoxFuture<'t, Result<(), Error>> {
+        use safesync::sqlx;
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let mut o = Order::lock(tx, &msg.order_id)
+                .await?
+                .ok_or_else(Error::not_found)?;
+            o.hits += 1;
+            o.update(tx).await?;
+            if msg.order_id == 7 && !self.killed.swap(true, Ordering::SeqCst) {
+                if let Some(conn) = tx.as_mysql() {
+                    let id: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
+                        .fetch_one(conn)
+                        .await?;
+                    sqlx::query(&format!("KILL {id}"))
+                        .execute(self.admin.as_mysql().unwrap())
+                        .await?;
+                } else if let Some(conn) = tx.as_postgres() {
+                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(conn)
+                        .await?;
+                    sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(pid)
+                        .execute(self.admin.as_postgres().unwrap())
+                        .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // an embedded database has no connection to kill
+    }
+    let stream = common::unique("q_dbkill");
+    let t = setup(backend, &stream, &redis_url()).await;
+    let s: &'static str = Box::leak(stream.clone().into_boxed_str());
+    let handler = KillOnce {
+        stream: s,
+        admin: t.other_db().await,
+        killed: false.into(),
+    };
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        Worker::new(t.db.clone(), safesync::queue::client(&redis_url()).unwrap())
+            .handle(handler)
+            .concurrency(4)
+            .block(Duration::from_millis(500))
+            .claim_idle(Duration::from_millis(500))
+            .run(stop.clone()),
+    );
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    while pending(&redis_url(), &stream).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pending entries never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let summary = run.await.unwrap().unwrap();
+    assert!(
+        summary.failed >= 1,
+        "the killed transaction failed: {summary:?}"
+    );
+    assert_eq!(
+        progress(&t.db).await,
+        (MESSAGES, 0),
+        "every order exactly once, order 7 included"
+    );
+    delete_stream(&redis_url(), &stream).await;
+    t.cleanup().await;
+}

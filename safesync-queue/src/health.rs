@@ -156,3 +156,56 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
         lag,
     })
 }
+
+/// Removes the consumers of `group` that have been idle longer than
+/// `idle_longer_than` and have nothing pending; returns their names.
+///
+/// Deleting a consumer that still has pending entries would lose them, so
+/// the check and the delete run together in one server-side script: a
+/// consumer that picked up an entry in the meantime is kept.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), safesync_core::Error> {
+/// use std::time::Duration;
+/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+/// let removed =
+///     safesync_queue::remove_idle_consumers(&redis, "orders", "billing", Duration::from_secs(3600))
+///         .await?;
+/// println!("removed {removed:?}");
+/// # Ok(()) }
+/// ```
+pub async fn remove_idle_consumers(
+    redis: &Client,
+    stream: &str,
+    group: &str,
+    idle_longer_than: Duration,
+) -> Result<Vec<String>> {
+    const DELETE_IF_NOTHING_PENDING: &str = r"
+        local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+        if #p == 0 then
+            return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+        end
+        return -1
+    ";
+    let h = health(redis, stream, group).await?;
+    let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
+    let mut removed = Vec::new();
+    for consumer in h.consumers {
+        if consumer.pending > 0 || consumer.idle <= idle_longer_than {
+            continue;
+        }
+        let outcome: i64 = redis::cmd("EVAL")
+            .arg(DELETE_IF_NOTHING_PENDING)
+            .arg(1)
+            .arg(stream)
+            .arg(group)
+            .arg(&consumer.name)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| conn::redis_err(format!("XGROUP DELCONSUMER on `{stream}`"), e))?;
+        if outcome >= 0 {
+            removed.push(consumer.name);
+        }
+    }
+    Ok(removed)
+}
