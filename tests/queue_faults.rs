@@ -658,3 +658,72 @@ async fn db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried(ba
     delete_stream(&redis_url(), &stream).await;
     t.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_worker_removes_idle_consumers_and_refreshes_health_gauges() {
+    let stream = common::unique("q_house");
+    let t = setup(Backend::Sqlite, &stream, &redis_url()).await;
+    let client = safesync::queue::client(&redis_url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(&stream)
+        .arg("billing")
+        .arg("ghost")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+
+    let registry = safesync::prometheus::Registry::new();
+    let metrics = safesync::queue::QueueMetrics::register(&registry).unwrap();
+    let s: &'static str = Box::leak(stream.clone().into_boxed_str());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        Worker::new(t.db.clone(), client.clone())
+            .handle(Bill {
+                stream: s,
+                linger: Duration::ZERO,
+            })
+            .concurrency(4)
+            .block(Duration::from_millis(200))
+            .metrics(metrics)
+            .housekeeping_every(Duration::from_millis(100))
+            .remove_idle_consumers_after(Duration::from_millis(300))
+            .run(stop.clone()),
+    );
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    loop {
+        let h = safesync::queue::health(&client, &stream, "billing")
+            .await
+            .unwrap();
+        let ghost = h.consumers.iter().any(|c| c.name == "ghost");
+        let text = safesync::prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        let gauge = text.lines().any(|l| {
+            l.starts_with("safesync_queue_length{") && l.ends_with(&format!(" {MESSAGES}"))
+        });
+        if !ghost && gauge && h.pending == 0 {
+            assert!(!h.consumers.is_empty(), "the worker's own consumer stays");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "ghost still there or gauges stale: {h:?}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    delete_stream(&redis_url(), &stream).await;
+    t.cleanup().await;
+}

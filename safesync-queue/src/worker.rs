@@ -109,6 +109,8 @@ pub(crate) struct Config {
     pub(crate) max_deliveries: u64,
     pub(crate) drain_timeout: Duration,
     pub(crate) ledger: bool,
+    pub(crate) housekeeping_every: Duration,
+    pub(crate) remove_idle_consumers: Option<Duration>,
 }
 
 /// What a [`Worker::run`] did, counted over the whole run.
@@ -249,6 +251,8 @@ impl Worker {
                 max_deliveries: 5,
                 drain_timeout: Duration::from_secs(30),
                 ledger: true,
+                housekeeping_every: Duration::from_secs(15),
+                remove_idle_consumers: None,
             },
             metrics: None,
             skip_acks: 0,
@@ -317,6 +321,22 @@ impl Worker {
     /// own pending entries at once instead of after `claim_idle`.
     pub fn consumer_name(mut self, name: impl Into<String>) -> Worker {
         self.config.consumer = name.into();
+        self
+    }
+
+    /// How often the worker refreshes the health gauges of its streams
+    /// (and removes idle consumers, when asked to); default 15 s.
+    pub fn housekeeping_every(mut self, d: Duration) -> Worker {
+        self.config.housekeeping_every = d.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Removes consumers of the worker's groups that have been idle longer
+    /// than `idle` and have nothing pending (see
+    /// [`remove_idle_consumers`](crate::remove_idle_consumers)), at every
+    /// housekeeping round. Off by default.
+    pub fn remove_idle_consumers_after(mut self, idle: Duration) -> Worker {
+        self.config.remove_idle_consumers = Some(idle);
         self
     }
 
@@ -447,6 +467,7 @@ impl Worker {
             "safesync queue worker started"
         );
         let acker = tokio::spawn(ack::run(Arc::clone(&shared), ack_rx));
+        let housekeeper = tokio::spawn(housekeep(Arc::clone(&shared), stop.clone()));
         let mut loops = JoinSet::new();
         for index in 0..shared.handlers.len() {
             loops.spawn(consumer::consume(Arc::clone(&shared), index, stop.clone()));
@@ -456,6 +477,7 @@ impl Worker {
                 tracing::error!(error = %e, "a safesync queue consumer loop ended abnormally");
             }
         }
+        housekeeper.abort();
         drain(&shared).await;
         let (flushed, wait) = oneshot::channel();
         if shared.acks.send(AckMsg::Stop(flushed)).is_ok() {
@@ -490,6 +512,41 @@ impl Worker {
         let result = self.run(stop).await;
         watcher.abort();
         result
+    }
+}
+
+/// Refreshes the health gauges and removes idle consumers, every
+/// `housekeeping_every`, until `stop`. Failures are logged, never fatal.
+async fn housekeep(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(shared.config.housekeeping_every) => {}
+        }
+        for h in &shared.handlers {
+            let (stream, group) = (h.stream(), h.group());
+            match crate::health::health(&shared.redis, stream, group).await {
+                Ok(health) => shared.metrics.record_health(stream, group, &health),
+                Err(e) => tracing::debug!(stream, group, error = %e, "health refresh failed"),
+            }
+            if let Some(idle) = shared.config.remove_idle_consumers {
+                match crate::health::remove_idle_consumers(&shared.redis, stream, group, idle).await
+                {
+                    Ok(removed) if !removed.is_empty() => {
+                        tracing::info!(
+                            stream,
+                            group,
+                            ?removed,
+                            "removed idle consumers with nothing pending"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(stream, group, error = %e, "removing idle consumers failed");
+                    }
+                }
+            }
+        }
     }
 }
 
