@@ -727,3 +727,127 @@ async fn the_worker_removes_idle_consumers_and_refreshes_health_gauges() {
     delete_stream(&redis_url(), &stream).await;
     t.cleanup().await;
 }
+
+/// A TCP proxy to the shared Redis that can black-hole traffic: bytes are
+/// swallowed in both directions while connections stay open, as with a dead
+/// peer behind a firewall.
+struct BlackHoleProxy {
+    port: u16,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BlackHoleProxy {
+    async fn start(upstream: std::net::SocketAddr) -> BlackHoleProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let swallow = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = swallow.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                for (mut from, mut to, flag) in [
+                    (
+                        Box::new(ri) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(wo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                        flag.clone(),
+                    ),
+                    (Box::new(ro), Box::new(wi), flag.clone()),
+                ] {
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) {
+                                continue; // swallowed
+                            }
+                            if to.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        BlackHoleProxy { port, swallow }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn black_hole(&self, on: bool) {
+        self.swallow.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_black_holed_connection_cannot_hang_the_worker() {
+    let upstream = {
+        let url = redis_url();
+        let host_port = url
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        tokio::net::lookup_host(host_port)
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    let proxy = BlackHoleProxy::start(upstream).await;
+    let stream = common::unique("q_hole");
+    let t = setup(Backend::Sqlite, &stream, &redis_url()).await;
+    let s: &'static str = Box::leak(stream.clone().into_boxed_str());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(
+        Worker::new(t.db.clone(), safesync::queue::client(&proxy.url()).unwrap())
+            .handle(Bill {
+                stream: s,
+                linger: Duration::from_millis(5),
+            })
+            .concurrency(4)
+            .block(Duration::from_millis(500))
+            .claim_idle(Duration::from_millis(500))
+            .run(stop.clone()),
+    );
+    wait_for_progress(&t.db, 60, Duration::from_secs(60)).await;
+    proxy.black_hole(true);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (during, _) = progress(&t.db).await;
+    proxy.black_hole(false);
+    // Every read and command has a client deadline: the worker gives up on
+    // the dead connections, reconnects, and finishes.
+    wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    while pending(&redis_url(), &stream).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "pending entries never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    eprintln!("black hole at {during}/{MESSAGES}: {summary:?}");
+    assert!(during < MESSAGES, "the black hole came mid-stream");
+    assert_eq!(
+        progress(&t.db).await,
+        (MESSAGES, 0),
+        "every order exactly once"
+    );
+    delete_stream(&redis_url(), &stream).await;
+    t.cleanup().await;
+}
