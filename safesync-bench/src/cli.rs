@@ -23,7 +23,11 @@ environment: SAFESYNC_MYSQL_URL (mysql://safesync:safesync@127.0.0.1:3306/safesy
              SAFESYNC_PG_URL (postgres://postgres@127.0.0.1:5432/test),
              SAFESYNC_REDIS_URL (redis://127.0.0.1:6379); SQLite uses a temporary file.";
 
-fn list<T>(value: &str, all: &[T], one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String>
+fn list<T>(
+    value: &str,
+    all: &[T],
+    one: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String>
 where
     T: Copy + PartialEq,
 {
@@ -127,7 +131,10 @@ mod tests {
 
     #[test]
     fn lists_and_all_are_parsed() {
-        let c = parse(args("--backend sqlite,pg --workload all --workers 2,4 --quick")).unwrap();
+        let c = parse(args(
+            "--backend sqlite,pg --workload all --workers 2,4 --quick",
+        ))
+        .unwrap();
         assert_eq!(c.backends, [Backend::Sqlite, Backend::Postgres]);
         assert_eq!(c.workloads, Workload::ALL);
         assert_eq!(c.workers, [2, 4]);

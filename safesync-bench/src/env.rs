@@ -202,8 +202,7 @@ impl Env {
             }
             Backend::Postgres => {
                 let mut admin = admin_pg().await?;
-                sqlx::Executor::execute(&mut admin, format!("CREATE SCHEMA {id}").as_str())
-                    .await?;
+                sqlx::Executor::execute(&mut admin, format!("CREATE SCHEMA {id}").as_str()).await?;
                 sqlx::Connection::close(admin).await?;
                 let url = var("SAFESYNC_PG_URL", PG_URL);
                 let opts = sqlx::postgres::PgConnectOptions::from_str(&url)?
@@ -292,7 +291,10 @@ impl Env {
     ) -> Result<(), BoxError> {
         let rows: Vec<String> = rows.collect();
         for chunk in rows.chunks(500) {
-            let sql = format!("INSERT INTO {table} ({columns}) VALUES {}", chunk.join(", "));
+            let sql = format!(
+                "INSERT INTO {table} ({columns}) VALUES {}",
+                chunk.join(", ")
+            );
             self.exec(&sql).await?;
         }
         Ok(())
@@ -319,11 +321,8 @@ impl Env {
             }
             Namespace::Postgres(name) => {
                 let mut admin = admin_pg().await?;
-                sqlx::Executor::execute(
-                    &mut admin,
-                    format!("DROP SCHEMA {name} CASCADE").as_str(),
-                )
-                .await?;
+                sqlx::Executor::execute(&mut admin, format!("DROP SCHEMA {name} CASCADE").as_str())
+                    .await?;
                 sqlx::Connection::close(admin).await?;
             }
         }

@@ -178,9 +178,15 @@ pub fn summary_table(results: &[RunResult]) -> String {
     };
     line(&mut out, &header);
     let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
-    line(&mut out, &rule.iter().map(String::as_str).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     for row in &rows {
-        line(&mut out, &row.iter().map(String::as_str).collect::<Vec<_>>());
+        line(
+            &mut out,
+            &row.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
     }
     medians(results, &mut out);
     let failed = results.iter().filter(|r| !r.verified).count();
@@ -219,7 +225,12 @@ fn medians(results: &[RunResult], out: &mut String) {
     type Key<'a> = (&'a str, &'a str, usize, &'a str);
     let mut keys: Vec<Key<'_>> = Vec::new();
     for r in results {
-        let k = (r.workload.as_str(), r.backend.as_str(), r.workers, r.variant.as_str());
+        let k = (
+            r.workload.as_str(),
+            r.backend.as_str(),
+            r.workers,
+            r.variant.as_str(),
+        );
         if !keys.contains(&k) {
             keys.push(k);
         }
@@ -228,7 +239,12 @@ fn medians(results: &[RunResult], out: &mut String) {
         results
             .iter()
             .filter(|r| {
-                (r.workload.as_str(), r.backend.as_str(), r.workers, r.variant.as_str()) == *k
+                (
+                    r.workload.as_str(),
+                    r.backend.as_str(),
+                    r.workers,
+                    r.variant.as_str(),
+                ) == *k
                     && r.verified
             })
             .map(|r| r.ops_per_s)

@@ -167,10 +167,12 @@ impl Locker {
                     .await?;
                 r == Some(1)
             }
-            Locker::Postgres(c) => sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
-                .bind(pg_key(name))
-                .fetch_one(&mut *c)
-                .await?,
+            Locker::Postgres(c) => {
+                sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
+                    .bind(pg_key(name))
+                    .fetch_one(&mut *c)
+                    .await?
+            }
             Locker::File(files) => {
                 files[index].unlock()?;
                 true

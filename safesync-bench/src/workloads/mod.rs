@@ -194,7 +194,9 @@ async fn dispatch(
         Case::AdvisoryUncontended => advisory::run_uncontended(env, variant, spec).await,
         Case::Idempotent => idempotent::run(env, variant, spec).await,
         Case::Queue | Case::QueueOnly => {
-            let redis = redis.as_ref().map_err(|e| -> BoxError { e.clone().into() })?;
+            let redis = redis
+                .as_ref()
+                .map_err(|e| -> BoxError { e.clone().into() })?;
             queue::run(env, redis, variant, spec, case == Case::Queue).await
         }
     }
@@ -243,12 +245,19 @@ pub(crate) async fn run_one(
         detail: String::new(),
     };
     match outcome {
-        Ok(Outcome { measured: m, checks }) => {
+        Ok(Outcome {
+            measured: m,
+            checks,
+        }) => {
             #[allow(clippy::cast_precision_loss)] // reason: counts far below 2^52
             let (ops, retries) = (m.ops as f64, m.retries as f64);
             result.ops = m.ops;
             result.seconds = m.seconds;
-            result.ops_per_s = if m.seconds > 0.0 { ops / m.seconds } else { 0.0 };
+            result.ops_per_s = if m.seconds > 0.0 {
+                ops / m.seconds
+            } else {
+                0.0
+            };
             result.retries_per_commit = (case.retries() && m.ops > 0).then(|| retries / ops);
             if case.latency() {
                 result.p50_ms = m.percentile_ms(50);

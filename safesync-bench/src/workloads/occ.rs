@@ -71,11 +71,7 @@ pub(crate) async fn run(
     Ok(Outcome { measured, checks })
 }
 
-async fn framework(
-    env: &Env,
-    spec: &Spec,
-    rows: u64,
-) -> Result<crate::driver::Measured, BoxError> {
+async fn framework(env: &Env, spec: &Spec, rows: u64) -> Result<crate::driver::Measured, BoxError> {
     drive(spec.workers, spec.ops, spec.limit, |w, ops| {
         let db = env.db.clone();
         async move {
@@ -90,9 +86,7 @@ async fn framework(
                 db.retry(policy, |tx| {
                     attempts += 1;
                     Box::pin(async move {
-                        let mut a = Account::find(tx, &id)
-                            .await?
-                            .ok_or_else(Error::not_found)?;
+                        let mut a = Account::find(tx, &id).await?.ok_or_else(Error::not_found)?;
                         a.balance += 1;
                         a.update(tx).await
                     })
@@ -129,10 +123,8 @@ async fn raw(env: &Env, spec: &Spec, rows: u64) -> Result<crate::driver::Measure
                         // One attempt: a new transaction that reads again.
                         let tried: Result<bool, sqlx::Error> = async {
                             let mut tx = p.begin_write().await?;
-                            let (balance, version): (i64, i64) = sqlx::query_as(&select)
-                                .bind(id)
-                                .fetch_one(&mut *tx)
-                                .await?;
+                            let (balance, version): (i64, i64) =
+                                sqlx::query_as(&select).bind(id).fetch_one(&mut *tx).await?;
                             let n = sqlx::query(&update)
                                 .bind(balance + 1)
                                 .bind(id)

@@ -49,11 +49,23 @@ const MARK_SQL_PG: &str =
 /// bound parameter as the raw code does.
 async fn mark_processed(tx: &mut Tx<'_>, order_id: i64) -> Result<(), Error> {
     let rows = if let Some(c) = tx.as_sqlite() {
-        sqlx::query(MARK_SQL).bind(order_id).execute(c).await?.rows_affected()
+        sqlx::query(MARK_SQL)
+            .bind(order_id)
+            .execute(c)
+            .await?
+            .rows_affected()
     } else if let Some(c) = tx.as_mysql() {
-        sqlx::query(MARK_SQL).bind(order_id).execute(c).await?.rows_affected()
+        sqlx::query(MARK_SQL)
+            .bind(order_id)
+            .execute(c)
+            .await?
+            .rows_affected()
     } else if let Some(c) = tx.as_postgres() {
-        sqlx::query(MARK_SQL_PG).bind(order_id).execute(c).await?.rows_affected()
+        sqlx::query(MARK_SQL_PG)
+            .bind(order_id)
+            .execute(c)
+            .await?
+            .rows_affected()
     } else {
         return Err(Error::Config("no backend for the bench handler".into()));
     };
@@ -215,11 +227,16 @@ pub(crate) async fn run(
     fill(env, redis, m, db_work).await?;
     let seen = Arc::new(Seen::new(m));
     let result = match variant {
-        Variant::Framework | Variant::FrameworkNoLedger => {
-            framework(env, redis, spec, &seen, db_work, variant == Variant::Framework)
-                .await
-                .map(|(measured, summary)| (measured, Some(summary)))
-        }
+        Variant::Framework | Variant::FrameworkNoLedger => framework(
+            env,
+            redis,
+            spec,
+            &seen,
+            db_work,
+            variant == Variant::Framework,
+        )
+        .await
+        .map(|(measured, summary)| (measured, Some(summary))),
         Variant::RawSimple => queue_raw::simple(env, redis, spec, &seen)
             .await
             .map(|m| (m, None)),
@@ -350,7 +367,11 @@ async fn verify(
         checks.eq("sum(hits)", hits, int(m));
         checks.eq("max(hits)", max, 1);
     } else {
-        checks.eq("orders handled other than once", int(seen.not_once() as u64), 0);
+        checks.eq(
+            "orders handled other than once",
+            int(seen.not_once() as u64),
+            0,
+        );
     }
     if let Some(s) = summary {
         checks.eq("worker processed", int(s.processed), int(m));

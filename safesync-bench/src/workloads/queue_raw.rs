@@ -22,8 +22,8 @@ use tokio::sync::{Barrier, Semaphore, mpsc};
 
 use crate::driver::Measured;
 use crate::env::{BeginWrite as _, BoxError, Env, on_pool};
-use crate::workloads::queue::{GROUP, MARK_SQL, OrderPlaced, RUN_TIMEOUT, Seen, stream_of};
 use crate::workloads::Spec;
+use crate::workloads::queue::{GROUP, MARK_SQL, OrderPlaced, RUN_TIMEOUT, Seen, stream_of};
 
 /// Most entries one tuned read asks for.
 const MAX_BATCH: usize = 64;
@@ -156,8 +156,17 @@ pub(crate) async fn simple(
     let mark = env.sql(MARK_SQL);
     let mut tasks = Vec::new();
     for w in 0..spec.workers {
-        let (redis, pool, stream, mark) = (redis.clone(), env.pool.clone(), stream.clone(), mark.clone());
-        let (progress, barrier, seen) = (Arc::clone(&progress), Arc::clone(&barrier), Arc::clone(seen));
+        let (redis, pool, stream, mark) = (
+            redis.clone(),
+            env.pool.clone(),
+            stream.clone(),
+            mark.clone(),
+        );
+        let (progress, barrier, seen) = (
+            Arc::clone(&progress),
+            Arc::clone(&barrier),
+            Arc::clone(seen),
+        );
         tasks.push(tokio::spawn(async move {
             let conn = redis.get_multiplexed_async_connection().await;
             barrier.wait().await;
@@ -277,7 +286,9 @@ pub(crate) async fn tuned(
                     }
                     let count = if db_work { permits.len() } else { MAX_BATCH };
                     let entries = read(&mut reader_conn, &stream, "c0", count).await?;
-                    progress.read.fetch_add(entries.len() as u64, Ordering::Relaxed);
+                    progress
+                        .read
+                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
                     if !db_work {
                         for entry in entries {
                             seen.record(decode(&entry)?.order_id);
@@ -300,7 +311,9 @@ pub(crate) async fn tuned(
                                         .await?
                                         .rows_affected();
                                     if n != 1 {
-                                        return Err(format!("order {} is missing", msg.order_id).into());
+                                        return Err(
+                                            format!("order {} is missing", msg.order_id).into()
+                                        );
                                     }
                                     tx.commit().await?;
                                 });
@@ -351,4 +364,3 @@ mod tests {
         assert!(decode(&entry).is_err());
     }
 }
-
