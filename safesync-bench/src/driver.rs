@@ -84,6 +84,8 @@ pub(crate) struct Measured {
     pub(crate) counts: [u64; 2],
     /// The time limit stopped the run before its count.
     pub(crate) truncated: bool,
+    /// CPU time of this process during the measured part.
+    pub(crate) cpu: Option<Duration>,
 }
 
 impl Measured {
@@ -133,6 +135,7 @@ where
         })
         .collect();
     ops.ready.wait().await;
+    let cpu = crate::cpu::process_cpu();
     let start = Instant::now();
     if let Some(limit) = limit {
         let _ = ops.deadline.set(start + limit);
@@ -160,6 +163,7 @@ where
         }
     }
     measured.seconds = start.elapsed().as_secs_f64();
+    measured.cpu = crate::cpu::since(cpu);
     if let Some(e) = failure {
         return Err(e);
     }

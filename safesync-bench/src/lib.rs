@@ -21,6 +21,25 @@
 //! time (`#[safesync(table = "bench_occ")]`), so the uniqueness of a run's
 //! tables comes from its namespace.
 //!
+//! How the figures are made:
+//!
+//! - Framework and raw code share one sqlx pool per run (`Db::from_*_pool`),
+//!   sized as `Db::connect` sizes it (4 on SQLite, 10 on a server), opened
+//!   before the clock starts. Workers are tasks of one multi-threaded tokio
+//!   runtime.
+//! - Raw SQLite writers begin with `BEGIN IMMEDIATE`, as safesync's do: a
+//!   deferred transaction that reads first cannot become a writer once
+//!   another has committed, so plain `BEGIN` would fail or lose updates.
+//! - W1's raw retry loop backs off like `RetryPolicy::default()` (full
+//!   jitter from 5 ms, doubling to 1 s); both give up after 1,000 attempts.
+//! - `client_cpu_us_per_op` is this process's CPU time (all threads, 10 ms
+//!   ticks) per operation: the client's cost, which drifts much less than
+//!   database latencies on a shared machine. On SQLite it includes the
+//!   database engine, which runs in the process.
+//! - `--repeat R` runs each variant R times in alternating order; ratios
+//!   then divide by the mean of the raw runs, and a table of medians
+//!   follows. Single runs on a shared machine drift by 10–30 %.
+//!
 //! The crate is a library with a thin `main`, so tests can call [`run`]:
 //!
 //! ```no_run
@@ -43,6 +62,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 mod cli;
+mod cpu;
 mod driver;
 mod env;
 mod report;
@@ -244,9 +264,10 @@ impl Config {
 pub const USAGE: &str = cli::USAGE;
 
 /// Runs every workload of `config` on every backend, raw baselines first
-/// (in every other round last), and returns one result per run. Failures (a server that is down, an
-/// operation that errs, a verification that does not hold) are results
-/// with `verified: false` and the reason in `detail`, never a panic.
+/// (in every other round last), and returns one result per run. Failures
+/// (a server that is down, an operation that errs, a verification that does
+/// not hold) are results with `verified: false` and the reason in
+/// `detail`, never a panic.
 pub async fn run(config: &Config) -> Vec<RunResult> {
     let redis = env::redis_client();
     let mut results = Vec::new();

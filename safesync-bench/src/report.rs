@@ -29,6 +29,11 @@ pub struct RunResult {
     /// Extra attempts per committed operation, for the workloads that
     /// retry (W1).
     pub retries_per_commit: Option<f64>,
+    /// CPU time this process (all threads, user + system, 10 ms ticks)
+    /// spent per operation during the run: the client side's cost, which
+    /// the database's drifting latencies do not blur. On SQLite it includes
+    /// the database engine, which runs inside the process.
+    pub client_cpu_us_per_op: Option<f64>,
     /// Median latency of one operation, where one is measured (W0–W4).
     pub p50_ms: Option<f64>,
     /// 99th-percentile latency of one operation.
@@ -70,6 +75,7 @@ impl RunResult {
             "seconds": round(self.seconds, 3),
             "ops_per_s": round(self.ops_per_s, 1),
             "retries_per_commit": num(self.retries_per_commit, 3),
+            "client_cpu_us_per_op": num(self.client_cpu_us_per_op, 1),
             "p50_ms": num(self.p50_ms, 3),
             "p99_ms": num(self.p99_ms, 3),
             "verified": self.verified,
@@ -130,10 +136,21 @@ fn opt(x: Option<f64>, places: usize) -> String {
 /// The results as an aligned text table, then a line counting failures.
 pub fn summary_table(results: &[RunResult]) -> String {
     let header = [
-        "workload", "backend", "workers", "variant", "ops", "secs", "ops/s", "retry/c", "p50 ms",
-        "p99 ms", "verified", "ratio",
+        "workload",
+        "backend",
+        "workers",
+        "variant",
+        "ops",
+        "secs",
+        "ops/s",
+        "retry/c",
+        "cpu us/op",
+        "p50 ms",
+        "p99 ms",
+        "verified",
+        "ratio",
     ];
-    let rows: Vec<[String; 12]> = results
+    let rows: Vec<[String; 13]> = results
         .iter()
         .map(|r| {
             [
@@ -149,6 +166,7 @@ pub fn summary_table(results: &[RunResult]) -> String {
                 format!("{:.2}", r.seconds),
                 format!("{:.0}", r.ops_per_s),
                 opt(r.retries_per_commit, 2),
+                opt(r.client_cpu_us_per_op, 0),
                 opt(r.p50_ms, 2),
                 opt(r.p99_ms, 2),
                 if r.verified { "yes" } else { "FAILED" }.to_owned(),
@@ -166,7 +184,7 @@ pub fn summary_table(results: &[RunResult]) -> String {
     let line = |out: &mut String, cells: &[&str]| {
         for (i, (cell, w)) in cells.iter().zip(width).enumerate() {
             // Text left, numbers right.
-            if i == 0 || i == 1 || i == 3 || i == 10 {
+            if i == 0 || i == 1 || i == 3 || i == 11 {
                 let _ = write!(out, "{cell:<w$}  ");
             } else {
                 let _ = write!(out, "{cell:>w$}  ");
@@ -219,78 +237,92 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// With several rounds: per workload, backend, workers and variant, the
-/// median ops/s of the verified runs, their spread, and the framework's
-/// median divided by the reference raw median.
+/// median ops/s of the verified runs, their spread, the median client CPU
+/// per operation, and the framework's medians divided by the reference raw
+/// medians.
 fn medians(results: &[RunResult], out: &mut String) {
     type Key<'a> = (&'a str, &'a str, usize, &'a str);
-    let mut keys: Vec<Key<'_>> = Vec::new();
-    for r in results {
-        let k = (
+    fn key(r: &RunResult) -> Key<'_> {
+        (
             r.workload.as_str(),
             r.backend.as_str(),
             r.workers,
             r.variant.as_str(),
-        );
-        if !keys.contains(&k) {
-            keys.push(k);
+        )
+    }
+    let mut keys: Vec<Key<'_>> = Vec::new();
+    for r in results {
+        if !keys.contains(&key(r)) {
+            keys.push(key(r));
         }
     }
-    let speeds = |k: &Key<'_>| -> Vec<f64> {
+    let runs = |k: &Key<'_>| -> Vec<&RunResult> {
         results
             .iter()
-            .filter(|r| {
-                (
-                    r.workload.as_str(),
-                    r.backend.as_str(),
-                    r.workers,
-                    r.variant.as_str(),
-                ) == *k
-                    && r.verified
-            })
-            .map(|r| r.ops_per_s)
+            .filter(|r| key(r) == *k && r.verified)
             .collect()
     };
-    if keys.iter().all(|k| speeds(k).len() <= 1) {
+    let speed = |rs: &[&RunResult]| median(rs.iter().map(|r| r.ops_per_s).collect());
+    let cpu = |rs: &[&RunResult]| {
+        let v: Vec<f64> = rs.iter().filter_map(|r| r.client_cpu_us_per_op).collect();
+        (!v.is_empty()).then(|| median(v))
+    };
+    if keys.iter().all(|k| runs(k).len() <= 1) {
         return;
     }
     let _ = writeln!(
         out,
-        "\nmedians over rounds (ratio = framework median / {{raw or raw-tuned}} median)"
+        "\nmedians over rounds (ratio = framework / {{raw or raw-tuned}}: ops/s, and client CPU per op)"
     );
     let _ = writeln!(
         out,
-        "{:<15} {:<9} {:>7}  {:<19} {:>4} {:>9} {:>9} {:>9} {:>7}",
-        "workload", "backend", "workers", "variant", "runs", "median/s", "min/s", "max/s", "ratio"
+        "{:<15} {:<9} {:>7}  {:<19} {:>4} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "workload",
+        "backend",
+        "workers",
+        "variant",
+        "runs",
+        "median/s",
+        "min/s",
+        "max/s",
+        "ratio",
+        "cpu us/op",
+        "cpu ratio"
     );
     for k in &keys {
-        let v = speeds(k);
-        if v.is_empty() {
+        let rs = runs(k);
+        if rs.is_empty() {
             continue;
         }
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
-        let runs = v.len();
-        let med = median(v);
-        let ratio = if k.3.starts_with("framework") {
-            let reference = (k.0, k.1, k.2, reference_of(k.0));
-            let raw = speeds(&reference);
-            (!raw.is_empty()).then(|| med / median(raw))
+        let (min, max) = rs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+            (lo.min(r.ops_per_s), hi.max(r.ops_per_s))
+        });
+        let (med, med_cpu) = (speed(&rs), cpu(&rs));
+        let (ratio, cpu_ratio) = if k.3.starts_with("framework") {
+            let raw = runs(&(k.0, k.1, k.2, reference_of(k.0)));
+            if raw.is_empty() {
+                (None, None)
+            } else {
+                let cpu_ratio = med_cpu.zip(cpu(&raw)).map(|(f, r)| f / r);
+                (Some(med / speed(&raw)), cpu_ratio)
+            }
         } else {
-            None
+            (None, None)
         };
         let _ = writeln!(
             out,
-            "{:<15} {:<9} {:>7}  {:<19} {:>4} {:>9.0} {:>9.0} {:>9.0} {:>7}",
+            "{:<15} {:<9} {:>7}  {:<19} {:>4} {:>9.0} {:>9.0} {:>9.0} {:>7} {:>9} {:>9}",
             k.0,
             k.1,
             k.2,
             k.3,
-            runs,
+            rs.len(),
             med,
             min,
             max,
-            opt(ratio, 3)
+            opt(ratio, 3),
+            opt(med_cpu, 1),
+            opt(cpu_ratio, 3)
         );
     }
 }
@@ -310,6 +342,7 @@ mod tests {
             seconds: 1.0,
             ops_per_s,
             retries_per_commit: Some(0.0),
+            client_cpu_us_per_op: Some(50.0),
             p50_ms: Some(1.0),
             p99_ms: Some(2.0),
             verified: true,

@@ -236,6 +236,7 @@ pub(crate) async fn run_one(
         seconds: 0.0,
         ops_per_s: 0.0,
         retries_per_commit: None,
+        client_cpu_us_per_op: None,
         p50_ms: None,
         p99_ms: None,
         verified: false,
@@ -264,6 +265,10 @@ pub(crate) async fn run_one(
                 result.p99_ms = m.percentile_ms(99);
             }
             result.truncated = m.truncated;
+            result.client_cpu_us_per_op = m
+                .cpu
+                .filter(|_| m.ops > 0)
+                .map(|cpu| cpu.as_secs_f64() * 1e6 / ops);
             result.verified = checks.verified() && m.ops > 0;
             result.detail = checks.detail();
         }

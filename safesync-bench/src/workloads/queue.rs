@@ -293,11 +293,12 @@ async fn framework(
             seen: seen_by,
         })
     };
+    let cpu = crate::cpu::process_cpu();
     let start = Instant::now();
     let task = tokio::spawn(worker.run(stop.clone()));
-    let seconds = loop {
+    let (seconds, cpu) = loop {
         if seen.total() >= m && pending(&mut conn, stream).await? == 0 {
-            break start.elapsed().as_secs_f64();
+            break (start.elapsed().as_secs_f64(), crate::cpu::since(cpu));
         }
         if task.is_finished() {
             return Err(match task.await {
@@ -319,6 +320,7 @@ async fn framework(
         Measured {
             ops: m,
             seconds,
+            cpu,
             ..Measured::default()
         },
         summary,

@@ -72,14 +72,22 @@ impl Progress {
         self.failure.lock().map_or(true, |f| f.is_some())
     }
 
-    /// Waits for the last ack; the measured seconds since `start`.
-    async fn wait(&self, start: Instant) -> Result<f64, BoxError> {
+    /// Waits for the last ack; the measured seconds since `start`, and the
+    /// CPU time since the `cpu` reading.
+    async fn wait(
+        &self,
+        start: Instant,
+        cpu: Option<Duration>,
+    ) -> Result<(f64, Option<Duration>), BoxError> {
         loop {
             if let Some(e) = self.failure.lock().ok().and_then(|f| f.clone()) {
                 return Err(e.into());
             }
             if let Some(end) = self.end.get() {
-                return Ok(end.duration_since(start).as_secs_f64());
+                return Ok((
+                    end.duration_since(start).as_secs_f64(),
+                    crate::cpu::since(cpu),
+                ));
             }
             if start.elapsed() > RUN_TIMEOUT {
                 return Err(format!("not drained within {RUN_TIMEOUT:?}").into());
@@ -207,12 +215,15 @@ pub(crate) async fn simple(
         }));
     }
     barrier.wait().await;
+    let cpu = crate::cpu::process_cpu();
     let start = Instant::now();
-    let seconds = progress.wait(start).await;
+    let waited = progress.wait(start, cpu).await;
     join_all(tasks).await;
+    let (seconds, cpu) = waited?;
     Ok(Measured {
         ops: progress.acked.load(Ordering::SeqCst),
-        seconds: seconds?,
+        seconds,
+        cpu,
         ..Measured::default()
     })
 }
@@ -262,6 +273,7 @@ pub(crate) async fn tuned(
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<String>();
     let slots = Arc::new(Semaphore::new(spec.workers));
     let mark = env.sql(MARK_SQL);
+    let cpu = crate::cpu::process_cpu();
     let start = Instant::now();
     let acker_task = {
         let progress = Arc::clone(&progress);
@@ -334,11 +346,13 @@ pub(crate) async fn tuned(
             }
         })
     };
-    let seconds = progress.wait(start).await;
+    let waited = progress.wait(start, cpu).await;
     join_all(vec![reader_task, acker_task]).await;
+    let (seconds, cpu) = waited?;
     Ok(Measured {
         ops: progress.acked.load(Ordering::SeqCst),
-        seconds: seconds?,
+        seconds,
+        cpu,
         ..Measured::default()
     })
 }
