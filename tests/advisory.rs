@@ -285,7 +285,103 @@ fn multiprocess_child() {
     });
 }
 
+/// Kills the server session `id` from outside.
+async fn kill_session(backend: Backend, db: &Db, id: i64) {
+    match backend {
+        Backend::MySql => {
+            sqlx::query(&format!("KILL {id}"))
+                .execute(db.as_mysql().unwrap())
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(i32::try_from(id).unwrap())
+                .fetch_one(db.as_postgres().unwrap())
+                .await
+                .unwrap();
+            assert!(killed);
+        }
+        Backend::Sqlite => unreachable!(),
+    }
+}
+
+/// A lock connection released cleanly serves the next lock (no new
+/// connection); one whose guard was dropped is never reused; a kept one
+/// that died while idle is replaced without the caller seeing an error.
+async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // file locks have no connection
+    }
+    let t = TestDb::new(backend).await;
+    let other = t.other_db().await;
+    let [a, b, c] = ["reuse-a", "reuse-b", "reuse-c"].map(common::unique);
+    let lock = |name: String| {
+        let db = t.db.clone();
+        async move {
+            db.advisory_lock(&name, Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+
+    let first = lock(a.clone()).await;
+    let id = first.session_id().unwrap();
+    first.release().await.unwrap();
+    let second = lock(b.clone()).await;
+    assert_eq!(
+        second.session_id(),
+        Some(id),
+        "a released connection is reused"
+    );
+
+    // Dropped without release: its connection is closed, the lock freed,
+    // and the next lock runs on another connection.
+    drop(second);
+    let taken = other
+        .advisory_lock(&b, Duration::from_secs(5))
+        .await
+        .unwrap();
+    taken.release().await.unwrap();
+    let third = lock(c.clone()).await;
+    let third_id = third.session_id().unwrap();
+    assert_ne!(third_id, id, "a dropped guard's connection is never reused");
+    third.release().await.unwrap();
+
+    // The kept connection dies while idle: the next lock still succeeds.
+    kill_session(backend, &other, third_id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fourth = lock(a.clone()).await;
+    assert_ne!(fourth.session_id(), Some(third_id));
+    assert!(other.try_advisory_lock(&a).await.unwrap().is_none());
+    fourth.release().await.unwrap();
+
+    // With no idle connections kept, every lock connects anew.
+    let url = match backend {
+        Backend::MySql => common::mysql_url(),
+        _ => common::pg_url(),
+    };
+    let fresh = Db::connect_with(&url, DbOptions::default().idle_lock_connections(0))
+        .await
+        .unwrap();
+    let g = fresh
+        .advisory_lock(&a, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let g_id = g.session_id();
+    g.release().await.unwrap();
+    let h = fresh
+        .advisory_lock(&a, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_ne!(h.session_id(), g_id);
+    h.release().await.unwrap();
+    fresh.close().await;
+    t.cleanup().await;
+}
+
 on_every_backend!(
+    released_lock_connections_are_reused_and_no_other,
     a_held_lock_excludes_others_until_released,
     a_dropped_guard_frees_the_lock,
     long_names_are_accepted_and_stay_distinct,

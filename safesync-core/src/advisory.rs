@@ -14,9 +14,9 @@
 
 #[cfg(feature = "sqlite")]
 use std::collections::HashMap;
-use std::sync::Arc;
 #[cfg(feature = "sqlite")]
-use std::sync::{Mutex as StdMutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, watch};
@@ -97,11 +97,91 @@ fn mysql_name(name: &str) -> String {
     }
 }
 
+/// A dedicated named-lock connection (never a pooled one), with what
+/// safesync knows of it.
+pub(crate) enum LockConn {
+    /// MySQL/MariaDB, with its `CONNECTION_ID()`.
+    #[cfg(feature = "mysql")]
+    MySql {
+        conn: sqlx::MySqlConnection,
+        id: i64,
+    },
+    /// PostgreSQL, with its `pg_backend_pid()` and the `lock_timeout` last
+    /// set on it.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        conn: sqlx::PgConnection,
+        pid: i64,
+        lock_timeout: Option<Duration>,
+    },
+}
+
+/// Dedicated lock connections that hold no lock, kept for the next
+/// acquisition so that taking a named lock costs one round trip, not a
+/// connection (TCP and authentication). Only a connection whose lock was
+/// released cleanly (`RELEASE_LOCK` = 1, `pg_advisory_unlock` = true), or
+/// whose acquisition timed out, comes back here; one whose guard was dropped,
+/// cancelled or lost is closed, so the server frees whatever it held.
+#[derive(Clone)]
+pub(crate) struct SpareConns {
+    idle: Arc<StdMutex<Vec<LockConn>>>,
+    max: usize,
+}
+
+impl std::fmt::Debug for SpareConns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpareConns")
+            .field("idle", &self.len())
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl SpareConns {
+    pub(crate) fn new(max: usize) -> SpareConns {
+        SpareConns {
+            idle: Arc::default(),
+            max,
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<LockConn>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Idle connections kept right now.
+    pub(crate) fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    fn take(&self) -> Option<LockConn> {
+        self.slots().pop()
+    }
+
+    /// Keeps `conn` for reuse, or drops (closes) it when enough are kept.
+    #[cfg(any(feature = "mysql", feature = "postgres"))]
+    fn put(&self, conn: LockConn) {
+        let mut idle = self.slots();
+        if idle.len() < self.max {
+            idle.push(conn);
+        }
+    }
+
+    /// Closes every kept connection.
+    pub(crate) fn clear(&self) {
+        let dropped = std::mem::take(&mut *self.slots());
+        drop(dropped);
+    }
+}
+
 enum Session {
     #[cfg(feature = "mysql")]
-    MySql(sqlx::MySqlConnection, String),
+    MySql(sqlx::MySqlConnection, i64, String),
     #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgConnection, i64),
+    Postgres(sqlx::PgConnection, i64, Option<Duration>, i64),
     #[cfg(feature = "sqlite")]
     File(std::fs::File),
     #[cfg(feature = "sqlite")]
@@ -113,7 +193,7 @@ impl Session {
     async fn check(&mut self) -> bool {
         match self {
             #[cfg(feature = "mysql")]
-            Session::MySql(conn, name) => {
+            Session::MySql(conn, _, name) => {
                 let r: std::result::Result<Option<i64>, _> =
                     sqlx::query_scalar("SELECT IS_USED_LOCK(?) = CONNECTION_ID()")
                         .bind(name.as_str())
@@ -122,31 +202,46 @@ impl Session {
                 matches!(r, Ok(Some(1)))
             }
             #[cfg(feature = "postgres")]
-            Session::Postgres(conn, _) => sqlx::Connection::ping(conn).await.is_ok(),
+            Session::Postgres(conn, ..) => sqlx::Connection::ping(conn).await.is_ok(),
             #[cfg(feature = "sqlite")]
             Session::File(_) | Session::Memory(_) => true,
         }
     }
 
-    /// Releases the lock; `false` when it was no longer held.
-    async fn release(self) -> Result<bool> {
+    /// Releases the lock; `false` when it was no longer held. A connection
+    /// that released its lock cleanly goes to `spare`; any other is closed.
+    async fn release(self, spare: &SpareConns) -> Result<bool> {
+        let _ = spare;
         match self {
             #[cfg(feature = "mysql")]
-            Session::MySql(mut conn, name) => {
+            Session::MySql(mut conn, id, name) => {
                 let r: Option<i64> = sqlx::query_scalar("SELECT RELEASE_LOCK(?)")
                     .bind(name.as_str())
                     .fetch_one(&mut conn)
                     .await?;
-                let _ = sqlx::Connection::close(conn).await;
-                Ok(r == Some(1))
+                if r == Some(1) {
+                    spare.put(LockConn::MySql { conn, id });
+                    Ok(true)
+                } else {
+                    let _ = sqlx::Connection::close(conn).await;
+                    Ok(false)
+                }
             }
             #[cfg(feature = "postgres")]
-            Session::Postgres(mut conn, key) => {
+            Session::Postgres(mut conn, pid, lock_timeout, key) => {
                 let r: bool = sqlx::query_scalar("SELECT pg_advisory_unlock($1)")
                     .bind(key)
                     .fetch_one(&mut conn)
                     .await?;
-                let _ = sqlx::Connection::close(conn).await;
+                if r {
+                    spare.put(LockConn::Postgres {
+                        conn,
+                        pid,
+                        lock_timeout,
+                    });
+                } else {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
                 Ok(r)
             }
             #[cfg(feature = "sqlite")]
@@ -183,6 +278,7 @@ impl Session {
 pub struct AdvisoryLock {
     name: String,
     session: Arc<Mutex<Option<Session>>>,
+    spare: SpareConns,
     held: watch::Receiver<bool>,
     watcher: Option<JoinHandle<()>>,
     session_id: Option<i64>,
@@ -203,9 +299,11 @@ impl std::fmt::Debug for AdvisoryLock {
 }
 
 impl AdvisoryLock {
+    #[allow(clippy::too_many_arguments)] // reason: private constructor of one struct
     fn start(
         name: &str,
         session: Session,
+        spare: SpareConns,
         session_id: Option<i64>,
         ping: Duration,
         metrics: Metrics,
@@ -238,6 +336,7 @@ impl AdvisoryLock {
         AdvisoryLock {
             name: name.to_owned(),
             session,
+            spare,
             held: rx,
             watcher: Some(watcher),
             session_id,
@@ -289,7 +388,7 @@ impl AdvisoryLock {
         }
         let session = self.session.lock().await.take();
         let still_held = match session {
-            Some(s) => s.release().await?,
+            Some(s) => s.release(&self.spare).await?,
             None => false,
         };
         if still_held {
@@ -446,6 +545,7 @@ impl Db {
             AdvisoryLock::start(
                 name,
                 session,
+                self.lock_conns().clone(),
                 id,
                 options.ping_interval,
                 self.metrics().clone(),
@@ -470,77 +570,134 @@ impl Db {
         }
         #[cfg(feature = "mysql")]
         if let Some(pool) = self.as_mysql() {
-            let mut conn: sqlx::MySqlConnection =
-                sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
             let lock_name = mysql_name(name);
-            let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
-                .bind(lock_name.as_str())
-                .bind(timeout.as_secs_f64())
-                .fetch_one(&mut conn)
-                .await?;
-            return match got {
-                Some(1) => {
+            let mut spare = self.lock_conns().take();
+            loop {
+                let reused = spare.is_some();
+                let (mut conn, id) = if let Some(LockConn::MySql { conn, id }) = spare.take() {
+                    (conn, id)
+                } else {
+                    let mut conn: sqlx::MySqlConnection =
+                        sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
                     let id: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
                         .fetch_one(&mut conn)
                         .await?;
-                    Ok(Some((Session::MySql(conn, lock_name), Some(id))))
-                }
-                Some(_) => Ok(None),
-                None => Err(Error::Config(format!(
-                    "GET_LOCK('{lock_name}') returned NULL: the server could not take the lock"
-                ))),
-            };
+                    (conn, id)
+                };
+                let got: std::result::Result<Option<i64>, sqlx::Error> =
+                    sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+                        .bind(lock_name.as_str())
+                        .bind(timeout.as_secs_f64())
+                        .fetch_one(&mut conn)
+                        .await;
+                return match got {
+                    // A kept connection may have died while idle (server
+                    // restart, wait_timeout, KILL): try a new one.
+                    Err(e) if reused => {
+                        tracing::debug!(error = %e, "a kept lock connection failed; opening a new one");
+                        continue;
+                    }
+                    Err(e) => Err(e.into()),
+                    Ok(Some(1)) => Ok(Some((Session::MySql(conn, id, lock_name), Some(id)))),
+                    Ok(Some(_)) => {
+                        self.lock_conns().put(LockConn::MySql { conn, id });
+                        Ok(None)
+                    }
+                    Ok(None) => Err(Error::Config(format!(
+                        "GET_LOCK('{lock_name}') returned NULL: the server could not take the lock"
+                    ))),
+                };
+            }
         }
         #[cfg(feature = "postgres")]
         if let Some(pool) = self.as_postgres() {
-            let mut conn: sqlx::PgConnection =
-                sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
             let key = advisory_key(name);
-            let got = if timeout.is_zero() {
-                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                    .bind(key)
-                    .fetch_one(&mut conn)
-                    .await?
-            } else {
-                let ms = format!("{}ms", timeout.as_millis().max(1));
-                sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-                    .bind(ms)
-                    .execute(&mut conn)
-                    .await?;
-                let r = sqlx::query("SELECT pg_advisory_lock($1)")
-                    .bind(key)
-                    .execute(&mut conn)
-                    .await;
-                sqlx::query("SELECT set_config('lock_timeout', '0', false)")
-                    .execute(&mut conn)
-                    .await?;
-                match r {
-                    Ok(_) => true,
-                    Err(e)
-                        if matches!(
-                            crate::dialect::classify(&e),
-                            Some(
-                                crate::dialect::DbErrorKind::LockWaitTimeout
-                                    | crate::dialect::DbErrorKind::LockNotAvailable
-                            )
-                        ) =>
-                    {
-                        false
+            let mut spare = self.lock_conns().take();
+            loop {
+                let reused = spare.is_some();
+                let (mut conn, pid, mut set) = if let Some(LockConn::Postgres {
+                    conn,
+                    pid,
+                    lock_timeout,
+                }) = spare.take()
+                {
+                    (conn, pid, lock_timeout)
+                } else {
+                    let mut conn: sqlx::PgConnection =
+                        sqlx::ConnectOptions::connect(&*pool.connect_options()).await?;
+                    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await?;
+                    (conn, i64::from(pid), None)
+                };
+                match pg_session_lock(&mut conn, key, timeout, &mut set).await {
+                    Err(e) if reused => {
+                        tracing::debug!(error = %e, "a kept lock connection failed; opening a new one");
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
+                    Ok(true) => {
+                        return Ok(Some((Session::Postgres(conn, pid, set, key), Some(pid))));
+                    }
+                    Ok(false) => {
+                        self.lock_conns().put(LockConn::Postgres {
+                            conn,
+                            pid,
+                            lock_timeout: set,
+                        });
+                        return Ok(None);
+                    }
                 }
-            };
-            if !got {
-                return Ok(None);
             }
-            let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-                .fetch_one(&mut conn)
-                .await?;
-            return Ok(Some((Session::Postgres(conn, key), Some(i64::from(pid)))));
         }
         Err(Error::Config(
             "no backend available for advisory locks".into(),
         ))
+    }
+}
+
+/// `pg_advisory_lock` bounded by the session's `lock_timeout`, which is set
+/// only when it differs from what `set` says the connection has (the
+/// connection is dedicated, so the setting stays ours);
+/// `pg_try_advisory_lock` for a zero timeout. `Ok(false)`: still busy.
+#[cfg(feature = "postgres")]
+async fn pg_session_lock(
+    conn: &mut sqlx::PgConnection,
+    key: i64,
+    timeout: Duration,
+    set: &mut Option<Duration>,
+) -> Result<bool> {
+    if timeout.is_zero() {
+        return Ok(sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?);
+    }
+    if *set != Some(timeout) {
+        *set = None;
+        sqlx::query("SELECT set_config('lock_timeout', $1, false)")
+            .bind(format!("{}ms", timeout.as_millis().max(1)))
+            .execute(&mut *conn)
+            .await?;
+        *set = Some(timeout);
+    }
+    match sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e)
+            if matches!(
+                crate::dialect::classify(&e),
+                Some(
+                    crate::dialect::DbErrorKind::LockWaitTimeout
+                        | crate::dialect::DbErrorKind::LockNotAvailable
+                )
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

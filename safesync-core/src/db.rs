@@ -9,6 +9,7 @@ use futures_core::future::BoxFuture;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
+use crate::advisory::SpareConns;
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -33,8 +34,12 @@ pub struct DbOptions {
     min_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
+    idle_lock_connections: usize,
     metrics: Option<Metrics>,
 }
+
+/// Named-lock connections kept idle by default.
+const DEFAULT_IDLE_LOCK_CONNECTIONS: usize = 8;
 
 impl Default for DbOptions {
     /// sqlx's pool size (10; 1 for an in-memory SQLite database, whose
@@ -46,6 +51,7 @@ impl Default for DbOptions {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(10),
+            idle_lock_connections: DEFAULT_IDLE_LOCK_CONNECTIONS,
             metrics: None,
         }
     }
@@ -78,6 +84,22 @@ impl DbOptions {
     #[must_use]
     pub fn busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
+        self
+    }
+
+    /// MySQL/MariaDB and PostgreSQL: how many dedicated named-lock
+    /// connections (see [`Db::advisory_lock`]) are kept open while they
+    /// hold no lock, so the next lock reuses one instead of connecting
+    /// (default 8; 0 closes each after its lock is released). Only a
+    /// connection whose lock was released cleanly is kept.
+    ///
+    /// ```
+    /// let opts = safesync_core::DbOptions::default().idle_lock_connections(16);
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn idle_lock_connections(mut self, n: usize) -> Self {
+        self.idle_lock_connections = n;
         self
     }
 
@@ -139,6 +161,8 @@ pub struct Db {
     #[cfg(feature = "sqlite")]
     gate: Option<Arc<Mutex<()>>>,
     metrics: Metrics,
+    /// Named-lock connections holding no lock, kept for reuse.
+    lock_conns: SpareConns,
 }
 
 #[cfg(not(all(feature = "sqlite", feature = "mysql", feature = "postgres")))]
@@ -193,7 +217,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::Sqlite(pool), options.metrics.clone()))
+                    Ok(Db::wrap(Pool::Sqlite(pool), &options))
                 }
                 #[cfg(not(feature = "sqlite"))]
                 Err(unsupported(scheme, "sqlite"))
@@ -210,7 +234,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::MySql(pool), options.metrics.clone()))
+                    Ok(Db::wrap(Pool::MySql(pool), &options))
                 }
                 #[cfg(not(feature = "mysql"))]
                 Err(unsupported(scheme, "mysql"))
@@ -225,7 +249,7 @@ impl Db {
                         .connect_with(opts)
                         .await
                         .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::Postgres(pool), options.metrics.clone()))
+                    Ok(Db::wrap(Pool::Postgres(pool), &options))
                 }
                 #[cfg(not(feature = "postgres"))]
                 Err(unsupported(scheme, "postgres"))
@@ -237,35 +261,42 @@ impl Db {
         }
     }
 
-    /// A `Db` on `pool`, recording into `metrics` or the global metrics.
-    fn wrap(pool: Pool, metrics: Option<Metrics>) -> Db {
+    /// A `Db` on `pool`, with the settings of `options` that are not the
+    /// pool's.
+    fn wrap(pool: Pool, options: &DbOptions) -> Db {
         Db {
             #[cfg(feature = "sqlite")]
             gate: matches!(pool, Pool::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
             pool,
-            metrics: metrics.unwrap_or_else(Metrics::global),
+            metrics: options.metrics.clone().unwrap_or_else(Metrics::global),
+            lock_conns: SpareConns::new(options.idle_lock_connections),
         }
+    }
+
+    /// Named-lock connections kept for reuse.
+    pub(crate) fn lock_conns(&self) -> &SpareConns {
+        &self.lock_conns
     }
 
     /// Wraps an existing SQLite pool (its transactions become `BEGIN IMMEDIATE`).
     /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "sqlite")]
     pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Db {
-        Db::wrap(Pool::Sqlite(pool), None)
+        Db::wrap(Pool::Sqlite(pool), &DbOptions::default())
     }
 
     /// Wraps an existing MySQL/MariaDB pool.
     /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "mysql")]
     pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Db {
-        Db::wrap(Pool::MySql(pool), None)
+        Db::wrap(Pool::MySql(pool), &DbOptions::default())
     }
 
     /// Wraps an existing PostgreSQL pool.
     /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
     #[cfg(feature = "postgres")]
     pub fn from_pg_pool(pool: sqlx::PgPool) -> Db {
-        Db::wrap(Pool::Postgres(pool), None)
+        Db::wrap(Pool::Postgres(pool), &DbOptions::default())
     }
 
     /// This `Db`, recording its metrics into `metrics` from now on
@@ -501,8 +532,9 @@ impl Db {
         Ok(done)
     }
 
-    /// Closes every pooled connection.
+    /// Closes every pooled connection, and the idle named-lock connections.
     pub async fn close(&self) {
+        self.lock_conns.clear();
         match &self.pool {
             #[cfg(feature = "sqlite")]
             Pool::Sqlite(p) => p.close().await,

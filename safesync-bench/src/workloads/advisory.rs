@@ -5,7 +5,9 @@
 //! Raw baselines: MySQL `GET_LOCK`/`RELEASE_LOCK` and PostgreSQL
 //! `pg_advisory_lock`/`pg_advisory_unlock` on one dedicated connection per
 //! worker, opened before the clock starts and kept for the run (safesync
-//! opens a dedicated connection per acquisition, by design). SQLite: an
+//! keeps the dedicated connections of cleanly released locks for reuse,
+//! `DbOptions::idle_lock_connections`, so it connects only for its first
+//! locks). SQLite: an
 //! OS file lock per name, polled the way safesync polls (1 ms doubling to
 //! 50 ms), with the files opened once per worker.
 
