@@ -122,24 +122,7 @@ async fn a_killed_connection_is_reported_as_lock_lost(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    let id = guard.session_id().unwrap();
-    match backend {
-        Backend::MySql => {
-            sqlx::query(&format!("KILL {id}"))
-                .execute(other.as_mysql().unwrap())
-                .await
-                .unwrap();
-        }
-        Backend::Postgres => {
-            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-                .bind(i32::try_from(id).unwrap())
-                .fetch_one(other.as_postgres().unwrap())
-                .await
-                .unwrap();
-            assert!(killed);
-        }
-        Backend::Sqlite => unreachable!(),
-    }
+    kill_session(backend, &other, guard.session_id().unwrap()).await;
     let start = Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(5), guard.lost())
         .await
