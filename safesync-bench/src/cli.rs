@@ -6,7 +6,7 @@ use crate::{Backend, Config, Workload};
 
 pub(crate) const USAGE: &str = "\
 usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2|w3|w4|w5|w5q|all]
-                      [--workers 1,8] [--ops N] [--quick] [--max-seconds S] [--repeat R]
+                      [--workers 1,8] [--ops N] [--quick] [--max-seconds S] [--repeat R] [--rss]
 
   --backend      backends, comma-separated (default: all)
   --workload     workloads, comma-separated (default: all)
@@ -18,6 +18,9 @@ usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2
                  verify what was done (default: 60; 0 = no limit)
   --repeat       run every variant R times, alternating the order; ratios
                  divide by the mean of the raw runs (default: 1)
+  --rss          W5/W5q framework runs report the peak RSS after
+                 min(100000, M/10) messages and at the end, e.g.
+                 --workload w5 --ops 1000000 --workers 32 --rss
 
 environment: SAFESYNC_MYSQL_URL (mysql://safesync:safesync@127.0.0.1:3306/safesync),
              SAFESYNC_PG_URL (postgres://postgres@127.0.0.1:5432/test),
@@ -63,6 +66,10 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, S
         }
         if name == "--quick" {
             config.quick = true;
+            continue;
+        }
+        if name == "--rss" {
+            config.rss = true;
             continue;
         }
         let Some(value) = inline.or_else(|| args.next()) else {

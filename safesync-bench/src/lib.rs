@@ -66,6 +66,7 @@ mod cpu;
 mod driver;
 mod env;
 mod report;
+mod rss;
 mod workloads;
 
 pub use report::{RunResult, summary_table};
@@ -230,6 +231,10 @@ pub struct Config {
     /// Print one JSON line per run on stdout (after each group of variants
     /// finishes).
     pub print: bool,
+    /// W5/W5q framework runs: report the process's peak resident memory
+    /// after `min(100,000, M/10)` messages and at the end (reset when the
+    /// worker starts), to show memory that grows with the message count.
+    pub rss: bool,
 }
 
 impl Default for Config {
@@ -246,6 +251,7 @@ impl Default for Config {
             max_run_time: Some(Duration::from_secs(60)),
             repeat: 1,
             print: true,
+            rss: false,
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct RunResult {
     pub ratio_to_raw: Option<f64>,
     /// W5: framework ops/s divided by the straightforward raw loop's.
     pub ratio_to_raw_simple: Option<f64>,
+    /// With `--rss` (W5/W5q framework): the peak resident memory in MiB
+    /// after the checkpoint's messages, and how many were handled then.
+    pub peak_rss_mib_checkpoint: Option<(u64, f64)>,
+    /// With `--rss`: the peak resident memory in MiB over the whole run.
+    pub peak_rss_mib: Option<f64>,
     /// What was verified, or why the run failed.
     pub detail: String,
 }
@@ -82,6 +87,9 @@ impl RunResult {
             "truncated": self.truncated,
             "ratio_to_raw": num(self.ratio_to_raw, 3),
             "ratio_to_raw_simple": num(self.ratio_to_raw_simple, 3),
+            "rss_checkpoint_msgs": self.peak_rss_mib_checkpoint.map(|(n, _)| n),
+            "peak_rss_mib_at_checkpoint": num(self.peak_rss_mib_checkpoint.map(|(_, m)| m), 1),
+            "peak_rss_mib": num(self.peak_rss_mib, 1),
             "detail": self.detail,
         })
         .to_string()
@@ -207,6 +215,7 @@ pub fn summary_table(results: &[RunResult]) -> String {
         );
     }
     medians(results, &mut out);
+    memory(results, &mut out);
     let failed = results.iter().filter(|r| !r.verified).count();
     if results.iter().any(|r| r.truncated) {
         out.push_str("* the time limit (--max-seconds) ended the run before its count\n");
@@ -224,6 +233,32 @@ pub fn summary_table(results: &[RunResult]) -> String {
         }
     }
     out
+}
+
+/// With `--rss`: the peak RSS at the checkpoint and at the end, and the
+/// growth between them.
+fn memory(results: &[RunResult], out: &mut String) {
+    for r in results {
+        let Some(end) = r.peak_rss_mib else { continue };
+        let _ = write!(
+            out,
+            "peak RSS {} {} {} workers={}: ",
+            r.workload, r.backend, r.variant, r.workers
+        );
+        match r.peak_rss_mib_checkpoint {
+            Some((n, at)) => {
+                let _ = writeln!(
+                    out,
+                    "{at:.1} MiB after {n} messages, {end:.1} MiB after {} ({:+.1} %)",
+                    r.ops,
+                    (end / at - 1.0) * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{end:.1} MiB after {} (no checkpoint reached)", r.ops);
+            }
+        }
+    }
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -349,6 +384,8 @@ mod tests {
             truncated: false,
             ratio_to_raw: None,
             ratio_to_raw_simple: None,
+            peak_rss_mib_checkpoint: None,
+            peak_rss_mib: None,
             detail: String::new(),
         }
     }

@@ -217,9 +217,26 @@ pub(crate) async fn run_one(
         ops: target,
         limit: config.max_run_time,
     };
+    let watch_rss = config.rss
+        && matches!(case, Case::Queue | Case::QueueOnly)
+        && matches!(variant, Variant::Framework | Variant::FrameworkNoLedger);
+    let checkpoint = crate::rss::Checkpoint::default();
     let outcome = async {
         let env = Env::create(backend).await?;
+        let sampler = match redis {
+            Ok(client) if watch_rss => Some(tokio::spawn(crate::rss::sample(
+                client.clone(),
+                queue::stream_of(&env),
+                queue::GROUP,
+                (target / 10).clamp(1, 100_000),
+                checkpoint.clone(),
+            ))),
+            _ => None,
+        };
         let result = dispatch(&env, case, variant, &spec, redis).await;
+        if let Some(s) = sampler {
+            s.abort();
+        }
         let cleaned = env.cleanup().await;
         let outcome = result?;
         cleaned.map_err(|e| format!("cleanup failed: {e}"))?;
@@ -243,8 +260,13 @@ pub(crate) async fn run_one(
         truncated: false,
         ratio_to_raw: None,
         ratio_to_raw_simple: None,
+        peak_rss_mib_checkpoint: None,
+        peak_rss_mib: watch_rss.then(crate::rss::peak_mib).flatten(),
         detail: String::new(),
     };
+    if watch_rss {
+        result.peak_rss_mib_checkpoint = checkpoint.lock().ok().and_then(|c| *c);
+    }
     match outcome {
         Ok(Outcome {
             measured: m,
