@@ -145,7 +145,9 @@ pub use safesync_core::__private::sqlx;
 pub use safesync_core::__private::prometheus;
 
 /// Turns `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`
-/// into a typed Redis Streams handler (feature `queue`).
+/// — or, for a handler that needs no database transaction,
+/// `async fn name(msg: Payload) -> Result<(), Error>` — into a typed Redis
+/// Streams handler (feature `queue`).
 ///
 /// ```no_run
 /// use safesync::prelude::*;
@@ -163,18 +165,45 @@ pub use safesync_core::__private::prometheus;
 ///     Ok(())
 /// }
 ///
+/// /// No `tx`: no transaction, no ledger row. Must be idempotent itself.
+/// #[queue_handler(stream = "orders", group = "mailer")]
+/// async fn notify(msg: OrderPlaced) -> Result<(), Error> {
+///     let _ = msg.order_id; // e.g. an HTTP call with an idempotency key
+///     Ok(())
+/// }
+///
 /// # async fn demo(db: Db, redis: safesync::redis::Client) -> Result<(), Error> {
 /// bill::stream().send(&redis, &OrderPlaced { order_id: 7 }).await?; // only `OrderPlaced` compiles
-/// safesync::Worker::new(db, redis).handle(bill).concurrency(16).run_until_signal().await?;
+/// safesync::Worker::new(db, redis)
+///     .handle(bill)
+///     .handle(notify)
+///     .concurrency(16)
+///     .run_until_signal()
+///     .await?;
 /// # Ok(()) }
 /// ```
 ///
 /// It expands to a unit struct `bill` (the handler value), with
-/// `bill::stream()`, the typed stream, and `bill::call(tx, msg)`, the
-/// original fn. The group defaults to the fn's name. Rejected at compile
-/// time: a non-async fn, other arguments than `(tx: &mut Tx<'_>, msg: T)`, a
-/// payload that is not serde-serializable, a missing or empty `stream`, an
-/// unknown option — and sending anything but `T` to the stream.
+/// `bill::stream()`, the typed stream, and `bill::call(tx, msg)` (or
+/// `notify::call(msg)`), the original fn. The group defaults to the fn's
+/// name.
+///
+/// - With `tx`, the struct implements [`Handler`]: each message runs in a
+///   transaction that also records it in the ledger, so its database effect
+///   is exactly once even when an acknowledgement is lost.
+/// - Without `tx`, it implements [`PlainHandler`](queue::PlainHandler): the
+///   worker decodes, runs the fn and acknowledges — no transaction, no
+///   ledger row. Delivery is still at least once (an error or a panic leaves
+///   the message pending; it is retried after `claim_idle` and dead-lettered
+///   after `max_deliveries`), but there is no exactly-once *effect*: a
+///   message whose acknowledgement was lost runs again, so the fn must be
+///   idempotent itself. A handler that writes to the database should take
+///   the `tx`.
+///
+/// Rejected at compile time: a non-async fn, other arguments than
+/// `(tx: &mut Tx<'_>, msg: T)` or `(msg: T)`, a payload taken by reference
+/// or not serde-serializable, a missing or empty `stream`, an unknown
+/// option — and sending anything but `T` to the stream.
 #[cfg(feature = "queue")]
 pub use safesync_macros::queue_handler;
 /// The queue (feature `queue`): typed streams, handlers and the worker
@@ -183,7 +212,9 @@ pub use safesync_macros::queue_handler;
 pub use safesync_queue as queue;
 /// The queue's everyday items, also at the crate root.
 #[cfg(feature = "queue")]
-pub use safesync_queue::{CancellationToken, Handler, SendOptions, Stream, Summary, Worker, redis};
+pub use safesync_queue::{
+    CancellationToken, Handler, PlainHandler, SendOptions, Stream, Summary, Worker, redis,
+};
 
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {

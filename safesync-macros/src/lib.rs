@@ -43,7 +43,10 @@ pub fn transactional(args: TokenStream, input: TokenStream) -> TokenStream {
 }
 
 /// Turns `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`
-/// into a typed Redis Streams handler. Documented at its re-export,
+/// (a `Handler`, run in a transaction with a ledger row) or
+/// `async fn name(msg: Payload) -> Result<(), Error>` (a `PlainHandler`, run
+/// without a transaction: it must be idempotent itself) into a typed Redis
+/// Streams handler. Documented at its re-export,
 /// `safesync::queue_handler`.
 #[proc_macro_attribute]
 pub fn queue_handler(args: TokenStream, input: TokenStream) -> TokenStream {

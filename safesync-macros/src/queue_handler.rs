@@ -1,9 +1,11 @@
 //! `#[queue_handler(stream = "…", group = "…")]` on
-//! `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`.
+//! `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`, or
+//! on `async fn name(msg: Payload) -> Result<(), Error>` (no transaction).
 //!
 //! Expands to a unit struct with the fn's name — the handler value for
 //! `Worker::handle(name)` — whose `name::stream()` is the typed stream and
-//! `name::call(tx, msg)` the original fn, plus its `Handler` impl.
+//! `name::call(…)` the original fn, plus its `Handler` impl (with `tx`) or
+//! `PlainHandler` impl (without).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -70,46 +72,75 @@ fn typed(a: &FnArg) -> Option<&syn::PatType> {
     }
 }
 
-/// The payload argument: `msg: T`, taken by value.
-fn payload(func: &ItemFn) -> syn::Result<(&Pat, &Type)> {
+/// How a queue handler is written, for error messages.
+const HOW: &str = "a queue handler is `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`, \
+     or `async fn name(msg: Payload) -> Result<(), Error>` when it needs no database transaction";
+
+/// The handler's form.
+enum Form {
+    /// `(tx: &mut Tx<'_>, msg: T)`: a `Handler`.
+    Tx,
+    /// `(msg: T)`: a `PlainHandler`.
+    Plain,
+}
+
+/// The payload must be taken by value.
+fn by_value(arg: &syn::PatType) -> syn::Result<()> {
+    if let Type::Reference(r) = &*arg.ty {
+        return Err(syn::Error::new_spanned(
+            r,
+            "the payload is decoded from the message and handed over by value; take it as `msg: Payload`, not a reference",
+        ));
+    }
+    Ok(())
+}
+
+/// The form, and the payload argument: `msg: T`, taken by value.
+fn payload(func: &ItemFn) -> syn::Result<(Form, &Pat, &Type)> {
     let sig = &func.sig;
-    let how =
-        "a queue handler is `async fn name(tx: &mut Tx<'_>, msg: Payload) -> Result<(), Error>`";
     if let Some(receiver) = sig.receiver() {
         return Err(syn::Error::new_spanned(
             receiver,
-            format!("a queue handler cannot take `self`; {how}"),
+            format!("a queue handler cannot take `self`; {HOW}"),
         ));
     }
     let args: Vec<_> = sig.inputs.iter().collect();
     match args.as_slice() {
+        [only] => {
+            let Some(only) = typed(only) else {
+                return Err(syn::Error::new(sig.paren_token.span.join(), HOW));
+            };
+            if is_tx(&only.ty) {
+                return Err(syn::Error::new(
+                    sig.paren_token.span.join(),
+                    format!("missing payload argument after the transaction: {HOW}"),
+                ));
+            }
+            by_value(only)?;
+            Ok((Form::Plain, &only.pat, &only.ty))
+        }
         [first, second] => {
             let (Some(first), Some(second)) = (typed(first), typed(second)) else {
-                return Err(syn::Error::new(sig.paren_token.span.join(), how));
+                return Err(syn::Error::new(sig.paren_token.span.join(), HOW));
             };
             if !is_tx(&first.ty) {
                 return Err(syn::Error::new_spanned(
                     &first.ty,
                     format!(
-                        "the first argument of a queue handler must be the transaction, `tx: &mut Tx<'_>`; {how}"
+                        "with two arguments, the first argument of a queue handler must be the transaction, `tx: &mut Tx<'_>`; {HOW}"
                     ),
                 ));
             }
-            if let Type::Reference(r) = &*second.ty {
-                return Err(syn::Error::new_spanned(
-                    r,
-                    "the payload is decoded from the message and handed over by value; take it as `msg: Payload`, not a reference",
-                ));
-            }
-            Ok((&second.pat, &second.ty))
+            by_value(second)?;
+            Ok((Form::Tx, &second.pat, &second.ty))
         }
-        [] | [_] => Err(syn::Error::new(
+        [] => Err(syn::Error::new(
             sig.paren_token.span.join(),
-            format!("missing argument: {how}"),
+            format!("missing payload argument: {HOW}"),
         )),
         [_, _, extra, ..] => Err(syn::Error::new_spanned(
             extra,
-            format!("too many arguments: {how}"),
+            format!("too many arguments: {HOW}"),
         )),
     }
 }
@@ -149,7 +180,7 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             "a queue handler cannot be generic: its payload type is decoded from the stream",
         ));
     }
-    let (_, payload_ty) = payload(func)?;
+    let (form, _, payload_ty) = payload(func)?;
 
     let name = &func.sig.ident;
     let group = opts
@@ -167,6 +198,46 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             fn payload_is_deserializable<T: #q::__private::Payload>() {}
             payload_is_deserializable::<#payload_ty>();
         };
+    };
+
+    let handler_impl = match form {
+        Form::Tx => quote! {
+            #[automatically_derived]
+            impl #q::Handler for #name {
+                type Payload = #payload_ty;
+                fn stream(&self) -> &'static str {
+                    #stream
+                }
+                fn group(&self) -> &'static str {
+                    #group
+                }
+                fn handle<'t>(
+                    &'t self,
+                    tx: &'t mut ::safesync::Tx<'_>,
+                    msg: Self::Payload,
+                ) -> ::safesync::__private::BoxFuture<'t, ::core::result::Result<(), ::safesync::Error>> {
+                    ::std::boxed::Box::pin(#name::call(tx, msg))
+                }
+            }
+        },
+        Form::Plain => quote! {
+            #[automatically_derived]
+            impl #q::PlainHandler for #name {
+                type Payload = #payload_ty;
+                fn stream(&self) -> &'static str {
+                    #stream
+                }
+                fn group(&self) -> &'static str {
+                    #group
+                }
+                fn handle(
+                    &self,
+                    msg: Self::Payload,
+                ) -> ::safesync::__private::BoxFuture<'_, ::core::result::Result<(), ::safesync::Error>> {
+                    ::std::boxed::Box::pin(#name::call(msg))
+                }
+            }
+        },
     };
 
     Ok(quote! {
@@ -189,22 +260,6 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             #call
         }
 
-        #[automatically_derived]
-        impl #q::Handler for #name {
-            type Payload = #payload_ty;
-            fn stream(&self) -> &'static str {
-                #stream
-            }
-            fn group(&self) -> &'static str {
-                #group
-            }
-            fn handle<'t>(
-                &'t self,
-                tx: &'t mut ::safesync::Tx<'_>,
-                msg: Self::Payload,
-            ) -> ::safesync::__private::BoxFuture<'t, ::core::result::Result<(), ::safesync::Error>> {
-                ::std::boxed::Box::pin(#name::call(tx, msg))
-            }
-        }
+        #handler_impl
     })
 }

@@ -1,5 +1,5 @@
-//! Acknowledgements: batched into pipelines by one task, so handlers never
-//! wait on Redis after their commit.
+//! Acknowledgements: batched by one task into one `XACK` per handler and
+//! round trip, so handlers never wait on Redis after their commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,19 +52,29 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Ack
     }
 }
 
-/// One pipeline of `XACK`s, one per entry so each answer is known.
+/// One pipeline of `XACK`s: one per handler, with all of its ids (the
+/// answer, how many were still pending, splits them into acknowledged and
+/// already acknowledged).
 async fn send(shared: &Shared, batch: &[(usize, String)]) {
-    let mut pipe = redis::pipe();
+    let mut by_handler: Vec<(usize, Vec<&str>)> = Vec::new();
     for (handler, id) in batch {
+        match by_handler.iter_mut().find(|(h, _)| h == handler) {
+            Some((_, ids)) => ids.push(id),
+            None => by_handler.push((*handler, vec![id])),
+        }
+    }
+    let mut pipe = redis::pipe();
+    for (handler, ids) in &by_handler {
         let h = &shared.handlers[*handler];
-        pipe.cmd("XACK").arg(h.stream()).arg(h.group()).arg(id);
+        pipe.cmd("XACK").arg(h.stream()).arg(h.group()).arg(ids);
     }
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=TRIES {
-        match shared.side.pipe::<Vec<i64>>(&pipe, "XACK").await {
+        match shared.side.pipe::<Vec<u64>>(&pipe, "XACK").await {
             Ok(answers) => {
-                for ((handler, _), n) in batch.iter().zip(answers) {
-                    count(shared, *handler, n);
+                for ((handler, ids), n) in by_handler.iter().zip(answers) {
+                    let total = ids.len() as u64;
+                    count_many(shared, *handler, n.min(total), total - n.min(total));
                 }
                 return;
             }
@@ -77,23 +87,28 @@ async fn send(shared: &Shared, batch: &[(usize, String)]) {
                 tracing::error!(
                     error = %e,
                     entries = batch.len(),
-                    "acknowledging failed; the entries stay pending and will be recognised by the ledger"
+                    "acknowledging failed; the entries stay pending (delivered again; a transactional handler's ledger recognises them)"
                 );
             }
         }
     }
 }
 
-/// Counts the answer `n` of one `XACK` (1 acknowledged, 0 already was).
+/// Counts `acked` entries acknowledged and `already` that already were.
+fn count_many(shared: &Shared, handler: usize, acked: u64, already: u64) {
+    let labels = &shared.labels[handler];
+    Stats::add(&shared.stats.acked, acked);
+    labels.add(Count::Acked, acked);
+    Stats::add(&shared.stats.already_acked, already);
+    labels.add(Count::AlreadyAcked, already);
+}
+
+/// Counts the answer `n` of one single-id `XACK` (1 acknowledged, 0
+/// already was).
 pub(crate) fn count(shared: &Shared, handler: usize, n: i64) {
-    let h = &shared.handlers[handler];
     if n > 0 {
-        Stats::add(&shared.stats.acked, 1);
-        shared.metrics.add(Count::Acked, h.stream(), h.group(), 1);
+        count_many(shared, handler, 1, 0);
     } else {
-        Stats::add(&shared.stats.already_acked, 1);
-        shared
-            .metrics
-            .add(Count::AlreadyAcked, h.stream(), h.group(), 1);
+        count_many(shared, handler, 0, 1);
     }
 }

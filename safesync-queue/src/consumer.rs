@@ -205,9 +205,7 @@ async fn step(
         let n = claim.claimed.len() as u64;
         if n > 0 {
             Stats::add(&shared.stats.claimed, n);
-            shared
-                .metrics
-                .add(crate::metrics::Count::Claimed, stream, group, n);
+            shared.labels[index].add(crate::metrics::Count::Claimed, n);
             tracing::info!(stream, group, claimed = n, "claimed idle entries");
             redeliver(shared, index, claim.claimed, stop).await?;
             return Ok(());

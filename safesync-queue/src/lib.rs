@@ -70,7 +70,7 @@ mod worker;
 
 pub use conn::client;
 pub use dead_letter::{DeadLetter, dead_letter_key, dead_letters, replay_dead_letter};
-pub use handler::Handler;
+pub use handler::{Handler, IntoHandler, PlainHandler, kind};
 pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use prometheus::core::Collector;
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 use safesync_core::{Error, Result};
 
@@ -88,6 +89,12 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    const ALL: usize = 4;
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -107,6 +114,14 @@ pub(crate) enum Count {
     Claimed,
     Trimmed,
     DeadLettered,
+}
+
+impl Count {
+    const ALL: usize = 6;
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 const LABELS: &[&str] = &["stream", "group"];
@@ -285,11 +300,19 @@ impl QueueMetrics {
         }
     }
 
-    /// Adds `n` to a counter.
-    pub(crate) fn add(&self, count: Count, stream: &str, group: &str, n: u64) {
-        if n == 0 {
-            return;
+    /// The series of one stream and group, looked up once and then kept:
+    /// recording per message is then an atomic add, not a label lookup.
+    pub(crate) fn labelled(&self, stream: &'static str, group: &'static str) -> Labelled {
+        Labelled {
+            metrics: self.clone(),
+            stream,
+            group,
+            counts: Default::default(),
+            latency: Default::default(),
         }
+    }
+
+    fn counter(&self, count: Count, stream: &str, group: &str) -> Option<IntCounter> {
         let vec = match count {
             Count::Read => &self.inner.read,
             Count::Acked => &self.inner.acked,
@@ -298,18 +321,46 @@ impl QueueMetrics {
             Count::Trimmed => &self.inner.trimmed,
             Count::DeadLettered => &self.inner.dead_lettered,
         };
-        if let Ok(c) = vec.get_metric_with_label_values(&[stream, group]) {
+        vec.get_metric_with_label_values(&[stream, group]).ok()
+    }
+
+    fn histogram(&self, outcome: Outcome, stream: &str, group: &str) -> Option<Histogram> {
+        self.inner
+            .handler
+            .get_metric_with_label_values(&[stream, group, outcome.as_str()])
+            .ok()
+    }
+}
+
+/// The series of one handler's stream and group, each looked up on first
+/// use (so a series appears in the scrape when first recorded, as before)
+/// and kept.
+pub(crate) struct Labelled {
+    metrics: QueueMetrics,
+    stream: &'static str,
+    group: &'static str,
+    counts: [OnceLock<Option<IntCounter>>; Count::ALL],
+    latency: [OnceLock<Option<Histogram>>; Outcome::ALL],
+}
+
+impl Labelled {
+    /// Adds `n` to a counter.
+    pub(crate) fn add(&self, count: Count, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let c = self.counts[count.index()]
+            .get_or_init(|| self.metrics.counter(count, self.stream, self.group));
+        if let Some(c) = c {
             c.inc_by(n);
         }
     }
 
     /// Times one handler run.
-    pub(crate) fn handled(&self, stream: &str, group: &str, outcome: Outcome, latency: Duration) {
-        if let Ok(h) =
-            self.inner
-                .handler
-                .get_metric_with_label_values(&[stream, group, outcome.as_str()])
-        {
+    pub(crate) fn handled(&self, outcome: Outcome, latency: Duration) {
+        let h = self.latency[outcome.index()]
+            .get_or_init(|| self.metrics.histogram(outcome, self.stream, self.group));
+        if let Some(h) = h {
             h.observe(latency.as_secs_f64());
         }
     }
@@ -327,9 +378,11 @@ mod tests {
     fn recording_shows_in_the_scrape() {
         let registry = Registry::new();
         let m = QueueMetrics::register(&registry).unwrap();
-        m.add(Count::Read, "s", "g", 3);
-        m.add(Count::AlreadyAcked, "s", "g", 1);
-        m.handled("s", "g", Outcome::Panic, Duration::from_millis(2));
+        let l = m.labelled("s", "g");
+        l.add(Count::Read, 2);
+        l.add(Count::Read, 1);
+        l.add(Count::AlreadyAcked, 1);
+        l.handled(Outcome::Panic, Duration::from_millis(2));
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .unwrap();
@@ -347,7 +400,9 @@ mod tests {
         let registry = Registry::new();
         let _m = QueueMetrics::register(&registry).unwrap();
         assert!(QueueMetrics::register(&registry).is_err());
-        QueueMetrics::global().add(Count::Acked, "s", "g", 1);
+        QueueMetrics::global()
+            .labelled("s", "g")
+            .add(Count::Acked, 1);
         let _ = QueueMetrics::unregistered();
     }
 }

@@ -1,5 +1,6 @@
-//! One message: decode → transaction (ledger row, handler) → commit → ack,
-//! or a dead letter.
+//! One message: decode → transaction (ledger row, handler) → commit → ack
+//! for a `Handler`, decode → handler → ack for a `PlainHandler`, or a dead
+//! letter.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tracing::Instrument as _;
 use crate::ack::{self, AckMsg};
 use crate::dead_letter::{Burial, bury};
 use crate::entry::Entry;
-use crate::handler::{Decoded, ErasedHandler};
+use crate::handler::{Body, Decoded, ErasedHandler, PlainBody, TxBody};
 use crate::ledger::{self, Recorded};
 use crate::metrics::{Count, Outcome};
 use crate::worker::{Shared, Stats};
@@ -42,7 +43,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, d: Delivery, permit: OwnedSemaphore
     }
     let h = &shared.handlers[d.handler];
     Stats::add(&shared.stats.read, 1);
-    shared.metrics.add(Count::Read, h.stream(), h.group(), 1);
+    shared.labels[d.handler].add(Count::Read, 1);
     let span = tracing::info_span!(
         "safesync.queue.message",
         stream = h.stream(),
@@ -77,9 +78,11 @@ pub(crate) fn is_in_flight(shared: &Shared, handler: usize, id: &str) -> bool {
         .is_ok_and(|set| set.contains(&(handler, id.to_owned())))
 }
 
-/// How a transaction ended.
+/// How a delivery ended well.
 enum Done {
+    /// The transaction committed, or a plain handler returned `Ok`.
     Committed,
+    /// The ledger had the entry: nothing ran.
     Duplicate,
 }
 
@@ -97,16 +100,31 @@ async fn process(shared: &Shared, d: Delivery) {
         trimmed(shared, d.handler, d.entry.id);
         return;
     }
-    let payload = match decode(h, &d.entry) {
-        Ok(p) => p,
-        Err(reason) => {
-            tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
-            dead_letter(shared, &d, &reason).await;
-            return;
+    let started;
+    let result = match h.body() {
+        Body::Tx(body) => {
+            let payload = match data(h, &d.entry)
+                .and_then(|json| body.decode(json).map_err(|e| not_json(h, &d.entry, &e)))
+            {
+                Ok(p) => p,
+                Err(reason) => return undecodable(shared, &d, &reason).await,
+            };
+            started = Instant::now();
+            transaction(shared, h, body, &d.entry.id, payload).await
+        }
+        Body::Plain(body) => {
+            let run = match data(h, &d.entry) {
+                Ok(json) => start_plain(body, json),
+                Err(reason) => return undecodable(shared, &d, &reason).await,
+            };
+            let run = match run {
+                Ok(run) => run,
+                Err(e) => return undecodable(shared, &d, &not_json(h, &d.entry, &e)).await,
+            };
+            started = Instant::now();
+            plain(run).await
         }
     };
-    let started = Instant::now();
-    let result = transaction(shared, h, &d.entry.id, payload).await;
     let latency = started.elapsed();
     match result {
         Ok(done) => {
@@ -121,16 +139,17 @@ async fn process(shared: &Shared, d: Delivery) {
                     Outcome::Duplicate
                 }
             };
-            shared
-                .metrics
-                .handled(h.stream(), h.group(), outcome, latency);
-            if let Ok(mut errors) = shared.last_errors.lock() {
+            shared.labels[d.handler].handled(outcome, latency);
+            if let Ok(mut errors) = shared.last_errors.lock()
+                && !errors.is_empty()
+            {
                 errors.remove(&(d.handler, d.entry.id.clone()));
             }
-            let skip = shared
-                .skip_acks
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok();
+            let skip = shared.skip_acks.load(Ordering::Relaxed) > 0
+                && shared
+                    .skip_acks
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok();
             if skip {
                 tracing::warn!("test hook: not acknowledging a committed entry");
             } else {
@@ -142,9 +161,7 @@ async fn process(shared: &Shared, d: Delivery) {
         }
         Err(f) => {
             Stats::add(&shared.stats.failed, 1);
-            shared
-                .metrics
-                .handled(h.stream(), h.group(), f.outcome, latency);
+            shared.labels[d.handler].handled(f.outcome, latency);
             let max = shared.config.max_deliveries;
             if f.handler && d.deliveries >= max {
                 let reason = format!(
@@ -154,7 +171,7 @@ async fn process(shared: &Shared, d: Delivery) {
                 tracing::warn!(%reason, "giving up: moving the entry to the dead letters");
                 dead_letter(shared, &d, &reason).await;
             } else {
-                tracing::warn!(reason = %f.reason, "handling failed: rolled back, the entry stays pending");
+                tracing::warn!(reason = %f.reason, "handling failed: the entry stays pending");
                 if let Ok(mut errors) = shared.last_errors.lock() {
                     // Only for messages; bounded, should entries be taken
                     // over by other workers and never come back here.
@@ -168,34 +185,87 @@ async fn process(shared: &Shared, d: Delivery) {
     }
 }
 
-/// The payload in the entry's `data` field, or why it is not there.
-fn decode(h: &dyn ErasedHandler, entry: &Entry) -> Result<Decoded, String> {
+/// An entry that cannot be handled: moved to the dead letters at once.
+async fn undecodable(shared: &Shared, d: &Delivery, reason: &str) {
+    tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
+    dead_letter(shared, d, reason).await;
+}
+
+/// Why an entry cannot be decoded, as a message.
+fn cannot_decode(h: &dyn ErasedHandler, entry: &Entry, reason: String) -> String {
     let what = format!(
         "entry {} of `{}` as `{}`",
         entry.id,
         h.stream(),
         h.payload_type()
     );
-    let reason = (|| {
-        let Some(data) = entry.field(crate::DATA_FIELD) else {
-            return Err(format!(
-                "it has no `{}` field (its fields: {})",
-                crate::DATA_FIELD,
-                entry.field_names()
-            ));
-        };
-        let json = std::str::from_utf8(data)
-            .map_err(|e| format!("its `{}` field is not UTF-8: {e}", crate::DATA_FIELD))?;
-        h.decode(json)
-            .map_err(|e| format!("its `{}` field is not such JSON: {e}", crate::DATA_FIELD))
-    })();
-    reason.map_err(|reason| safesync_core::Error::Decode { what, reason }.to_string())
+    safesync_core::Error::Decode { what, reason }.to_string()
+}
+
+/// The JSON text in the entry's `data` field, or why it is not there.
+fn data<'e>(h: &dyn ErasedHandler, entry: &'e Entry) -> Result<&'e str, String> {
+    let Some(data) = entry.field(crate::DATA_FIELD) else {
+        let reason = format!(
+            "it has no `{}` field (its fields: {})",
+            crate::DATA_FIELD,
+            entry.field_names()
+        );
+        return Err(cannot_decode(h, entry, reason));
+    };
+    std::str::from_utf8(data).map_err(|e| {
+        let reason = format!("its `{}` field is not UTF-8: {e}", crate::DATA_FIELD);
+        cannot_decode(h, entry, reason)
+    })
+}
+
+/// Why the `data` field is not the handler's payload, from serde's `e`.
+fn not_json(h: &dyn ErasedHandler, entry: &Entry, e: &str) -> String {
+    let reason = format!("its `{}` field is not such JSON: {e}", crate::DATA_FIELD);
+    cannot_decode(h, entry, reason)
+}
+
+/// A plain handler's run, decoded and started; `Err` when the payload does
+/// not decode. A handler that panics while starting is started as a
+/// failed run.
+fn start_plain<'h>(
+    body: &'h dyn PlainBody,
+    json: &str,
+) -> Result<futures_core::future::BoxFuture<'h, Result<(), safesync_core::Error>>, String> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body.start(json))) {
+        Ok(started) => started,
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            Ok(Box::pin(async move {
+                std::panic::resume_unwind(Box::new(message));
+            }))
+        }
+    }
+}
+
+/// A plain handler: its run, no transaction, no ledger.
+async fn plain(
+    run: futures_core::future::BoxFuture<'_, Result<(), safesync_core::Error>>,
+) -> Result<Done, Failure> {
+    match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(Ok(())) => Ok(Done::Committed),
+        Ok(Err(e)) => Err(Failure {
+            reason: e.to_string(),
+            handler: true,
+            outcome: Outcome::Error,
+        }),
+        Err(panic) => Err(Failure {
+            reason: format!("the handler panicked: {}", panic_message(&*panic)),
+            handler: true,
+            outcome: Outcome::Panic,
+        }),
+    }
 }
 
 /// Begin, ledger row, handler, commit.
 async fn transaction(
     shared: &Shared,
     h: &dyn ErasedHandler,
+    body: &dyn TxBody,
     id: &str,
     payload: Decoded,
 ) -> Result<Done, Failure> {
@@ -221,7 +291,7 @@ async fn transaction(
             Err(e) => return Err(db_failure("cannot write the ledger row", e)),
         }
     }
-    let run = AssertUnwindSafe(h.handle(&mut tx, payload))
+    let run = AssertUnwindSafe(body.handle(&mut tx, payload))
         .catch_unwind()
         .await;
     let failure = match run {
@@ -260,7 +330,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub(crate) fn trimmed(shared: &Shared, handler: usize, id: String) {
     let h = &shared.handlers[handler];
     Stats::add(&shared.stats.trimmed, 1);
-    shared.metrics.add(Count::Trimmed, h.stream(), h.group(), 1);
+    shared.labels[handler].add(Count::Trimmed, 1);
     tracing::info!(%id, stream = h.stream(), "pending entry was deleted or trimmed: acknowledging it");
     let _ = shared.acks.send(AckMsg::Ack { handler, id });
 }
@@ -289,9 +359,7 @@ pub(crate) async fn dead_letter(shared: &Shared, d: &Delivery, reason: &str) {
     {
         Ok((_dead_id, acked)) => {
             Stats::add(&shared.stats.dead_lettered, 1);
-            shared
-                .metrics
-                .add(Count::DeadLettered, h.stream(), h.group(), 1);
+            shared.labels[d.handler].add(Count::DeadLettered, 1);
             ack::count(shared, d.handler, acked);
             if let Ok(mut errors) = shared.last_errors.lock() {
                 errors.remove(&(d.handler, d.entry.id.clone()));

@@ -15,9 +15,9 @@ use tokio_util::task::TaskTracker;
 use crate::ack::{self, AckMsg};
 use crate::conn::{self, COMMAND_TIMEOUT, SideConn};
 use crate::consumer;
-use crate::handler::{Erased, ErasedHandler, Handler};
+use crate::handler::{self, ErasedHandler, IntoHandler};
 use crate::ledger::{self, MAX_NAME_LEN};
-use crate::metrics::QueueMetrics;
+use crate::metrics::{Labelled, QueueMetrics};
 
 /// Consumes streams with typed handlers: read → decode → transaction
 /// (ledger row + handler) → commit → acknowledge.
@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) handlers: Vec<Arc<dyn ErasedHandler>>,
     pub(crate) metrics: QueueMetrics,
+    /// The metric series of each handler, by index.
+    pub(crate) labels: Vec<Labelled>,
     pub(crate) stats: Stats,
     pub(crate) acks: mpsc::UnboundedSender<AckMsg>,
     /// One permit per running handler.
@@ -276,8 +278,8 @@ impl Worker {
     /// let worker = safesync_queue::Worker::new(db, redis).handle(bill);
     /// # let _ = worker; }
     /// ```
-    pub fn handle<H: Handler>(mut self, handler: H) -> Worker {
-        self.handlers.push(Arc::new(Erased(handler)));
+    pub fn handle<K, H: IntoHandler<K>>(mut self, handler: H) -> Worker {
+        self.handlers.push(handler::erase(handler));
         self
     }
 
@@ -444,6 +446,12 @@ impl Worker {
             create_group(&side, h.stream(), h.group()).await?;
         }
         let (acks, ack_rx) = mpsc::unbounded_channel();
+        let metrics = self.metrics.unwrap_or_else(QueueMetrics::global);
+        let labels = self
+            .handlers
+            .iter()
+            .map(|h| metrics.labelled(h.stream(), h.group()))
+            .collect();
         let shared = Arc::new(Shared {
             db: self.db,
             redis: self.redis,
@@ -451,7 +459,8 @@ impl Worker {
             limit: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
             handlers: self.handlers,
-            metrics: self.metrics.unwrap_or_else(QueueMetrics::global),
+            metrics,
+            labels,
             stats: Stats::default(),
             acks,
             tracker: TaskTracker::new(),
