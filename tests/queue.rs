@@ -1097,3 +1097,301 @@ async fn maxlen_trims_the_stream() {
     assert!((10..1000).contains(&len), "{len}");
     delete_stream(stream).await;
 }
+
+// --- Handlers without a transaction (`PlainHandler`) -------------------------
+
+/// A `#[queue_handler]` without `tx`; the tests run it on streams of their
+/// own through [`Plain`], which counts what it was given.
+#[safesync::queue_handler(stream = "safesync-test:plain", group = "plain")]
+async fn forward(msg: OrderPlaced) -> Result<(), Error> {
+    if msg.order_id < 0 {
+        return Err(Error::Config(format!("order {} is refused", msg.order_id)));
+    }
+    Ok(())
+}
+
+/// The hand-written form of a plain handler, on a stream of the test's
+/// own, delegating to `forward` (the macro's `PlainHandler` impl).
+struct Plain {
+    stream: &'static str,
+    behaviour: Arc<Behaviour>,
+}
+
+impl safesync::PlainHandler for Plain {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle(&self, msg: OrderPlaced) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let b = &*self.behaviour;
+            let call = {
+                let mut calls = b.calls.lock().unwrap();
+                let n = calls.entry(msg.order_id).or_insert(0);
+                *n += 1;
+                *n
+            };
+            b.total.fetch_add(1, Ordering::Relaxed);
+            if b.panic_on.contains(&msg.order_id) {
+                panic!("order {} makes the handler panic", msg.order_id);
+            }
+            if b.fail_first.get(&msg.order_id).is_some_and(|&k| call <= k) {
+                return Err(Error::Config(format!(
+                    "order {} fails on call {call}",
+                    msg.order_id
+                )));
+            }
+            safesync::PlainHandler::handle(&forward, msg).await
+        })
+    }
+}
+
+/// Rows in the ledger table.
+async fn ledger_rows(db: &Db) -> i64 {
+    let mut tx = db.begin().await.unwrap();
+    let n: i64 = safesync::sqlx::query_scalar("SELECT COUNT(*) FROM safesync_queue_ledger")
+        .fetch_one(tx.as_sqlite().unwrap())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_handler_consumes_every_message_once_without_a_transaction() {
+    const M: i64 = 300;
+    let t = TestDb::new(Backend::Sqlite).await;
+    safesync::queue::ensure_ledger(&t.db).await.unwrap();
+    let stream = unique_stream("plain");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .concurrency(4)
+            .batch(8)
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let b = &behaviour;
+    wait_for(
+        "every message handled, nothing pending",
+        Duration::from_secs(60),
+        || async move {
+            b.total.load(Ordering::Relaxed) >= u64::try_from(M).unwrap()
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+
+    let calls = behaviour.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), usize::try_from(M).unwrap());
+    for id in 1..=M {
+        assert_eq!(calls.get(&id), Some(&1), "order {id}");
+    }
+    assert_eq!(
+        (
+            s.read,
+            s.processed,
+            s.acked,
+            s.failed,
+            s.duplicates,
+            s.dead_lettered
+        ),
+        (300, 300, 300, 0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        ledger_rows(&t.db).await,
+        0,
+        "no ledger row for a plain handler"
+    );
+    let h = safesync::queue::health(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.length, h.pending, h.dead_letters, h.lag),
+        (300, 0, 0, Some(0))
+    );
+    // The typed stream of the macro's handler is the payload's.
+    assert_eq!(forward::stream().name(), "safesync-test:plain");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let stream = unique_stream("plain-retry");
+    // Order -4 is refused by `forward` itself, on every delivery.
+    send_orders(stream, [1, 2, 3, -4]).await;
+    let behaviour = Arc::new(Behaviour {
+        fail_first: HashMap::from([(1, 2)]),
+        panic_on: HashSet::from([2]),
+        ..Behaviour::default()
+    });
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .concurrency(2)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(500))
+            .max_deliveries(3)
+            .run(stop.clone()),
+    );
+    wait_for(
+        "two dead letters and nothing pending",
+        Duration::from_secs(30),
+        || async move {
+            safesync::queue::dead_letters(&redis_client(), stream)
+                .await
+                .unwrap()
+                .len()
+                == 2
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+
+    // Order 1 failed twice and went through on its third delivery; order 2
+    // panicked and order -4 was refused on all three; order 3 went through
+    // at once.
+    let calls = behaviour.calls.lock().unwrap().clone();
+    assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1), (-4, 3)]));
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "two claims of 500 ms idle each: {elapsed:?}"
+    );
+    assert_eq!(
+        (s.processed, s.failed, s.dead_lettered, s.acked),
+        (2, 8, 2, 4),
+        "{s:?}"
+    );
+    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap();
+    let reason = |data: &[u8]| {
+        dead.iter()
+            .find(|d| d.data() == Some(data))
+            .map(|d| (d.deliveries, d.reason.clone()))
+            .unwrap_or_else(|| panic!("no dead letter for {}", String::from_utf8_lossy(data)))
+    };
+    let (deliveries, why) = reason(br#"{"order_id":2}"#);
+    assert_eq!(deliveries, 3);
+    assert!(
+        why.starts_with("the handler failed on delivery 3 of at most 3: the handler panicked: order 2 makes the handler panic"),
+        "{why}"
+    );
+    let (deliveries, why) = reason(br#"{"order_id":-4}"#);
+    assert_eq!(deliveries, 3);
+    assert!(why.ends_with("order -4 is refused"), "{why}");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let stream = unique_stream("plain-poison");
+    let mut c = conn().await;
+    send_orders(stream, [1]).await;
+    let malformed: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("data")
+        .arg("{not json")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let no_data: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("body")
+        .arg(r#"{"order_id":2}"#)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    send_orders(stream, [3]).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let b = &behaviour;
+    wait_for(
+        "2 handled, 2 dead letters, nothing pending",
+        Duration::from_secs(20),
+        || async move {
+            b.total.load(Ordering::Relaxed) == 2
+                && safesync::queue::dead_letters(&redis_client(), stream)
+                    .await
+                    .unwrap()
+                    .len()
+                    == 2
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.processed, s.dead_lettered, s.acked, s.failed),
+        (2, 2, 4, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        behaviour.calls.lock().unwrap().clone(),
+        HashMap::from([(1, 1), (3, 1)])
+    );
+    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap();
+    for (id, needle) in [
+        (
+            &malformed,
+            "its `data` field is not such JSON: key must be a string",
+        ),
+        (&no_data, "it has no `data` field (its fields: `body`)"),
+    ] {
+        let d = dead
+            .iter()
+            .find(|d| &d.original_id == id)
+            .unwrap_or_else(|| panic!("no dead letter for {id}"));
+        assert_eq!(d.deliveries, 1, "dead-lettered on the first delivery");
+        assert!(
+            d.reason
+                .starts_with(&format!("cannot decode entry {id} of `{stream}` as `")),
+            "{:?}",
+            d.reason
+        );
+        assert!(d.reason.contains(needle), "{:?} lacks {needle:?}", d.reason);
+    }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}

@@ -406,7 +406,8 @@ impl Worker {
     /// Runs until `stop` is cancelled, then drains and returns what it did.
     ///
     /// Fails at once, without consuming, when the settings are invalid,
-    /// the ledger table cannot be created, Redis cannot be reached (within
+    /// the ledger table cannot be created (only needed, and created, when a
+    /// [`Handler`](crate::Handler) is among the handlers), Redis cannot be reached (within
     /// 5 s to connect and 10 s to answer) or a group cannot be created.
     /// Once running, connection losses are retried with back-off, not
     /// returned.
@@ -434,7 +435,12 @@ impl Worker {
     /// ```
     pub async fn run(self, stop: CancellationToken) -> Result<Summary> {
         self.validate()?;
-        if self.config.ledger {
+        let transactional = self
+            .handlers
+            .iter()
+            .any(|h| matches!(h.body(), handler::Body::Tx(_)));
+        // A worker of plain handlers only never touches the database.
+        if self.config.ledger && transactional {
             ledger::ensure_ledger(&self.db).await?;
         }
         let side = SideConn::connect(
