@@ -312,6 +312,58 @@ async fn idempotent_insert_still_fails_on_not_null_check_and_foreign_key(backend
     t.cleanup().await;
 }
 
+/// The record's key is a unique column, the primary key another: a clash
+/// on the primary key is not this key, so it stays an error (MySQL names
+/// `PRIMARY` in the message; safesync checks what the primary key is).
+async fn idempotent_insert_on_a_key_that_is_not_the_primary_key(backend: Backend) {
+    let t = setup(backend).await;
+    t.exec("CREATE TABLE coupons (id BIGINT PRIMARY KEY, code VARCHAR(32) NOT NULL UNIQUE)")
+        .await;
+
+    #[derive(Debug, Locked)]
+    #[safesync(table = "coupons")]
+    struct Coupon {
+        #[safesync(key)]
+        code: String,
+        id: i64,
+    }
+    let coupon = |code: &str, id| Coupon {
+        code: code.into(),
+        id,
+    };
+
+    let mut tx = t.db.begin().await.unwrap();
+    assert_eq!(
+        coupon("A", 1).insert_idempotent(&mut tx).await.unwrap(),
+        Inserted::Inserted
+    );
+    tx.commit().await.unwrap();
+    for _ in 0..2 {
+        let mut tx = t.db.begin().await.unwrap();
+        assert_eq!(
+            coupon("A", 2).insert_idempotent(&mut tx).await.unwrap(),
+            Inserted::AlreadyExists
+        );
+        drop(tx);
+        let mut tx = t.db.begin().await.unwrap();
+        let err = coupon("B", 1).insert_idempotent(&mut tx).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Database(_)),
+            "a primary-key clash on another column is not this key: {err:?}"
+        );
+        drop(tx);
+    }
+    let mut tx = t.db.begin().await.unwrap();
+    assert!(
+        Coupon::find(&mut tx, &"B".to_owned())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(tx);
+    t.cleanup().await;
+}
+
 async fn lock_returns_the_row_and_holds_it_until_commit(backend: Backend) {
     let t = setup(backend).await;
     insert_all(&t.db, &[acct(1, 1)]).await;
@@ -703,6 +755,7 @@ async fn bad_input_gives_errors_naming_what_was_wrong(backend: Backend) {
 }
 
 on_every_backend!(
+    idempotent_insert_on_a_key_that_is_not_the_primary_key,
     insert_find_update_delete_round_trip,
     stale_update_is_a_conflict_and_leaves_the_row_unchanged,
     update_or_delete_of_a_missing_row_is_not_found,

@@ -1,6 +1,6 @@
 //! Connecting, and running transactions.
 
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,6 +163,32 @@ pub struct Db {
     metrics: Metrics,
     /// Named-lock connections holding no lock, kept for reuse.
     lock_conns: SpareConns,
+    /// MySQL: per table, whether its primary key is the record's key.
+    #[cfg(feature = "mysql")]
+    primary_keys: PrimaryKeys,
+}
+
+/// MySQL: per (schema, table), whether the primary key is exactly the
+/// record's key, so that a duplicate on `PRIMARY` needs no probe.
+#[cfg(feature = "mysql")]
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PrimaryKeys(Arc<std::sync::Mutex<std::collections::HashMap<TableName, bool>>>);
+
+/// A table's optional schema and its name.
+#[cfg(feature = "mysql")]
+type TableName = (Option<&'static str>, &'static str);
+
+#[cfg(feature = "mysql")]
+impl PrimaryKeys {
+    pub(crate) fn get(&self, schema: Option<&'static str>, table: &'static str) -> Option<bool> {
+        self.0.lock().ok()?.get(&(schema, table)).copied()
+    }
+
+    pub(crate) fn set(&self, schema: Option<&'static str>, table: &'static str, same: bool) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert((schema, table), same);
+        }
+    }
 }
 
 #[cfg(not(all(feature = "sqlite", feature = "mysql", feature = "postgres")))]
@@ -270,7 +296,15 @@ impl Db {
             pool,
             metrics: options.metrics.clone().unwrap_or_else(Metrics::global),
             lock_conns: SpareConns::new(options.idle_lock_connections),
+            #[cfg(feature = "mysql")]
+            primary_keys: PrimaryKeys::default(),
         }
+    }
+
+    /// MySQL: what is known of tables' primary keys.
+    #[cfg(feature = "mysql")]
+    pub(crate) fn primary_keys(&self) -> &PrimaryKeys {
+        &self.primary_keys
     }
 
     /// Named-lock connections kept for reuse.

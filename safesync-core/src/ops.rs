@@ -269,14 +269,58 @@ async fn insert_idempotent_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result
         // MySQL: a plain INSERT failed with 1062. Only a duplicate of *this*
         // key counts; another unique index's violation stays an error.
         Err(Error::Database(e)) if classify(&e) == Some(DbErrorKind::Duplicate) => {
-            if tx.dialect() == crate::Dialect::MySql && probe(tx, record).await?.is_some() {
-                Ok(Inserted::AlreadyExists)
-            } else {
-                Err(Error::Database(e))
+            #[cfg(feature = "mysql")]
+            if tx.dialect() == crate::Dialect::MySql {
+                // A duplicate on PRIMARY, when the primary key is exactly
+                // the record's key, is this key: no probe needed.
+                let on_primary = e
+                    .as_database_error()
+                    .and_then(|d| crate::dialect::mysql::duplicate_key_name(d.message()))
+                    == Some("PRIMARY");
+                if (on_primary && key_is_primary::<T>(tx).await?)
+                    || probe(tx, record).await?.is_some()
+                {
+                    return Ok(Inserted::AlreadyExists);
+                }
             }
+            Err(Error::Database(e))
         }
         Err(e) => Err(e),
     }
+}
+
+/// MySQL: whether the table's primary key is exactly the record's key
+/// columns. Read once per `Db` and table from `information_schema`.
+#[cfg(feature = "mysql")]
+async fn key_is_primary<T: Record>(tx: &mut Tx<'_>) -> Result<bool> {
+    let meta = T::META;
+    let cache = tx.db.primary_keys().clone();
+    if let Some(known) = cache.get(meta.schema, meta.table) {
+        return Ok(known);
+    }
+    let Some(conn) = tx.as_mysql() else {
+        return Ok(false);
+    };
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+         AND CONSTRAINT_NAME = 'PRIMARY'",
+    )
+    .bind(meta.schema)
+    .bind(meta.table)
+    .fetch_all(conn)
+    .await?;
+    let mut key: Vec<String> = meta
+        .key
+        .iter()
+        .map(|&i| meta.columns[i].to_ascii_lowercase())
+        .collect();
+    let mut primary: Vec<String> = columns.iter().map(|c| c.to_ascii_lowercase()).collect();
+    key.sort();
+    primary.sort();
+    let same = !key.is_empty() && key == primary;
+    cache.set(meta.schema, meta.table, same);
+    Ok(same)
 }
 
 /// After an UPDATE/DELETE matched nothing: `NotFound` or `Conflict`.
