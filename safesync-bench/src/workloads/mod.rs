@@ -85,11 +85,8 @@ impl Case {
                 Variant::Framework,
                 Variant::FrameworkNoLedger,
             ],
-            Case::QueueOnly => &[
-                Variant::RawTuned,
-                Variant::Framework,
-                Variant::FrameworkNoLedger,
-            ],
+            // W5q's handler takes no transaction: no ledger to turn off.
+            Case::QueueOnly => &[Variant::RawTuned, Variant::Framework],
             _ => &[Variant::Raw, Variant::Framework],
         }
     }

@@ -4,7 +4,9 @@
 //! W5's handler marks the order processed in the message's transaction
 //! (`UPDATE bench_orders SET status = 'processed', hits = hits + 1`; the
 //! `hits` column proves each order was processed exactly once); W5q's
-//! handler does no database work. The framework is a `Worker` running a
+//! handler does no database work and takes no transaction (a
+//! `PlainHandler`: no `BEGIN`, no ledger row, no `COMMIT`), so W5q measures
+//! the queue machinery alone. The framework is a `Worker` running a
 //! `#[queue_handler]`; the raw baselines are in `queue_raw`.
 //!
 //! The framework's clock starts when its worker is spawned (its Redis
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use safesync::prelude::*;
-use safesync::{CancellationToken, Handler, Summary, Worker, queue_handler};
+use safesync::{CancellationToken, Handler, PlainHandler, Summary, Worker, queue_handler};
 use serde::{Deserialize, Serialize};
 
 use crate::driver::Measured;
@@ -83,10 +85,10 @@ async fn process_order(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
     mark_processed(tx, msg.order_id).await
 }
 
-/// W5q's handler: no database work.
+/// W5q's handler: no database work, so no transaction either.
 #[allow(clippy::unused_async)] // reason: `#[queue_handler]` takes an `async fn`
 #[queue_handler(stream = "safesync-bench:orders", group = "bench")]
-async fn ignore_order(_tx: &mut Tx<'_>, _msg: OrderPlaced) -> Result<(), Error> {
+async fn ignore_order(_msg: OrderPlaced) -> Result<(), Error> {
     Ok(())
 }
 
@@ -154,6 +156,33 @@ impl<H: Handler<Payload = OrderPlaced>> Handler for Renamed<H> {
     ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 't>> {
         let id = msg.order_id;
         let inner = self.inner.handle(tx, msg);
+        Box::pin(async move {
+            let r = inner.await;
+            if r.is_ok() {
+                self.seen.record(id);
+            }
+            r
+        })
+    }
+}
+
+impl<H: PlainHandler<Payload = OrderPlaced>> PlainHandler for Renamed<H> {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        GROUP
+    }
+
+    fn handle(
+        &self,
+        msg: OrderPlaced,
+    ) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> {
+        let id = msg.order_id;
+        let inner = self.inner.handle(msg);
         Box::pin(async move {
             let r = inner.await;
             if r.is_ok() {
@@ -270,7 +299,7 @@ async fn framework(
 ) -> Result<(Measured, Summary), BoxError> {
     let m = spec.ops;
     let stream: &'static str = Box::leak(stream_of(env).into_boxed_str());
-    if ledger {
+    if ledger && db_work {
         safesync::queue::ensure_ledger(&env.db).await?;
     }
     let mut conn = redis.get_multiplexed_async_connection().await?;
