@@ -93,7 +93,14 @@ pub(crate) async fn consume(shared: Arc<Shared>, index: usize, stop: Cancellatio
     };
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
-        let Some(slots) = free_slots(&shared.limit, shared.config.batch, &stop).await else {
+        let Some(slots) = free_slots(
+            &shared.limit,
+            shared.config.read_ahead,
+            shared.config.batch,
+            &stop,
+        )
+        .await
+        else {
             break;
         };
         let r = match reader.as_mut() {
@@ -144,9 +151,14 @@ pub(crate) async fn consume(shared: Arc<Shared>, index: usize, stop: Cancellatio
     }
 }
 
-/// Waits until a handler slot is free; how many are (at most `batch`).
-/// `None` on stop.
-async fn free_slots(limit: &Semaphore, batch: usize, stop: &CancellationToken) -> Option<usize> {
+/// Waits until a handler slot is free; how many are, plus `read_ahead`
+/// (at most `batch`). `None` on stop.
+async fn free_slots(
+    limit: &Semaphore,
+    read_ahead: usize,
+    batch: usize,
+    stop: &CancellationToken,
+) -> Option<usize> {
     let permit = tokio::select! {
         biased;
         p = limit.acquire() => p.ok()?,
@@ -154,7 +166,7 @@ async fn free_slots(limit: &Semaphore, batch: usize, stop: &CancellationToken) -
     };
     let n = 1 + limit.available_permits();
     drop(permit);
-    Some(n.min(batch))
+    Some(n.saturating_add(read_ahead).min(batch))
 }
 
 /// A handler slot for an entry already read; `None` on stop (the entry

@@ -6,8 +6,10 @@
 //! `hits` column proves each order was processed exactly once); W5q's
 //! handler does no database work and takes no transaction (a
 //! `PlainHandler`: no `BEGIN`, no ledger row, no `COMMIT`), so W5q measures
-//! the queue machinery alone. The framework is a `Worker` running a
-//! `#[queue_handler]`; the raw baselines are in `queue_raw`.
+//! the queue machinery alone; its worker reads up to 64 entries at a time
+//! (`batch`, `read_ahead`), as the raw loop does. The framework is a
+//! `Worker` running a `#[queue_handler]`; the raw baselines are in
+//! `queue_raw`.
 //!
 //! The framework's clock starts when its worker is spawned (its Redis
 //! connections and group creation are timed; the ledger table is created
@@ -308,6 +310,15 @@ async fn framework(
         .concurrency(spec.workers)
         .ledger(ledger)
         .consumer_name(format!("{}-worker", env.id));
+    // W5q: reads as large as the raw loop's (its handler returns at once,
+    // so entries read ahead of a free slot wait microseconds).
+    let worker = if db_work {
+        worker
+    } else {
+        worker
+            .batch(queue_raw::MAX_BATCH)
+            .read_ahead(queue_raw::MAX_BATCH)
+    };
     let seen_by = Arc::clone(seen);
     let worker = if db_work {
         worker.handle(Renamed {

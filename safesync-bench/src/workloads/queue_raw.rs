@@ -26,7 +26,7 @@ use crate::workloads::Spec;
 use crate::workloads::queue::{GROUP, MARK_SQL, OrderPlaced, RUN_TIMEOUT, Seen, stream_of};
 
 /// Most entries one tuned read asks for.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// Most ids in one `XACK`.
 const MAX_ACKS: usize = 512;
 /// How long a read blocks when the stream is empty for now.
