@@ -52,6 +52,16 @@ pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
     }
 }
 
+/// A value's bytes, moved out rather than copied.
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        other => bytes(&other),
+    }
+}
+
 /// A value as text (lossy), for ids and names.
 pub(crate) fn text(v: &Value) -> Option<String> {
     bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -97,8 +107,11 @@ fn entry(v: Value) -> Result<Entry, String> {
     let mut parts = items(v).ok_or("an entry is not an array")?.into_iter();
     let id = parts
         .next()
-        .as_ref()
-        .and_then(text)
+        .and_then(into_bytes)
+        .map(|b| {
+            String::from_utf8(b)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
         .ok_or("an entry has no id")?;
     let fields = match parts.next() {
         None | Some(Value::Nil) => None,
@@ -111,7 +124,7 @@ fn entry(v: Value) -> Result<Entry, String> {
                 let v = it
                     .next()
                     .ok_or_else(|| format!("entry {id} has a field without a value"))?;
-                match (bytes(&k), bytes(&v)) {
+                match (into_bytes(k), into_bytes(v)) {
                     (Some(k), Some(v)) => fields.push((k, v)),
                     _ => return Err(format!("entry {id} has a field that is not a string")),
                 }

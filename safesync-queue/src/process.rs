@@ -33,11 +33,11 @@ pub(crate) struct Delivery {
 /// Starts handling `d` in a task of its own, holding `permit` until done.
 /// An entry already being handled here is left alone.
 pub(crate) fn dispatch(shared: &Arc<Shared>, d: Delivery, permit: OwnedSemaphorePermit) {
-    let key = (d.handler, d.entry.id.clone());
+    let key = in_flight_key(d.handler, &d.entry.id);
     let newly = shared
         .in_flight
         .lock()
-        .map_or(true, |mut set| set.insert(key.clone()));
+        .map_or(true, |mut set| set.insert(key));
     if !newly {
         return;
     }
@@ -70,12 +70,33 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, d: Delivery, permit: OwnedSemaphore
     );
 }
 
+/// The key of entry `id` of `handler` among those in flight: its id's two
+/// numbers (`<ms>-<seq>`, what Redis always sends), so that tracking an
+/// entry allocates nothing; any other text is hashed.
+pub(crate) type InFlightKey = (usize, u64, u64);
+
+fn in_flight_key(handler: usize, id: &str) -> InFlightKey {
+    let parsed = id
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)));
+    match parsed {
+        Some((ms, seq)) if ms != u64::MAX => (handler, ms, seq),
+        _ => {
+            use std::hash::{BuildHasher as _, RandomState};
+            static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+            (
+                handler,
+                u64::MAX,
+                STATE.get_or_init(RandomState::new).hash_one(id),
+            )
+        }
+    }
+}
+
 /// True when the entry `id` of `handler` is being handled here.
 pub(crate) fn is_in_flight(shared: &Shared, handler: usize, id: &str) -> bool {
-    shared
-        .in_flight
-        .lock()
-        .is_ok_and(|set| set.contains(&(handler, id.to_owned())))
+    let key = in_flight_key(handler, id);
+    shared.in_flight.lock().is_ok_and(|set| set.contains(&key))
 }
 
 /// How a delivery ended well.
@@ -110,7 +131,9 @@ async fn process(shared: &Shared, d: Delivery) {
                 Err(reason) => return undecodable(shared, &d, &reason).await,
             };
             started = Instant::now();
-            transaction(shared, h, body, &d.entry.id, payload).await
+            // Boxed: the transaction's (large) state is not part of every
+            // message task's future, a plain handler's included.
+            Box::pin(transaction(shared, h, body, &d.entry.id, payload)).await
         }
         Body::Plain(body) => {
             let run = match data(h, &d.entry) {
@@ -169,7 +192,7 @@ async fn process(shared: &Shared, d: Delivery) {
                     d.deliveries, f.reason
                 );
                 tracing::warn!(%reason, "giving up: moving the entry to the dead letters");
-                dead_letter(shared, &d, &reason).await;
+                Box::pin(dead_letter(shared, &d, &reason)).await;
             } else {
                 tracing::warn!(reason = %f.reason, "handling failed: the entry stays pending");
                 if let Ok(mut errors) = shared.last_errors.lock() {
@@ -188,7 +211,8 @@ async fn process(shared: &Shared, d: Delivery) {
 /// An entry that cannot be handled: moved to the dead letters at once.
 async fn undecodable(shared: &Shared, d: &Delivery, reason: &str) {
     tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
-    dead_letter(shared, d, reason).await;
+    // Boxed: rare, and its state would enlarge every message task.
+    Box::pin(dead_letter(shared, d, reason)).await;
 }
 
 /// Why an entry cannot be decoded, as a message.

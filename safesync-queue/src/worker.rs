@@ -202,7 +202,7 @@ pub(crate) struct Shared {
     /// Cancelled at the drain deadline: running handlers are dropped.
     pub(crate) abort: CancellationToken,
     /// `(handler, entry id)` of every message being handled here.
-    pub(crate) in_flight: std::sync::Mutex<HashSet<(usize, String)>>,
+    pub(crate) in_flight: std::sync::Mutex<HashSet<crate::process::InFlightKey>>,
     /// The last handler error of entries left pending, for dead letters.
     pub(crate) last_errors: std::sync::Mutex<HashMap<(usize, String), String>>,
     /// Test hook: commits whose acknowledgement is skipped.
