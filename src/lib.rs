@@ -191,7 +191,7 @@ pub use safesync_core::__private::prometheus;
 /// - With `tx`, the struct implements [`Handler`]: each message runs in a
 ///   transaction that also records it in the ledger, so its database effect
 ///   is exactly once even when an acknowledgement is lost.
-/// - Without `tx`, it implements [`PlainHandler`](queue::PlainHandler): the
+/// - Without `tx`, it implements [`PlainHandler`]: the
 ///   worker decodes, runs the fn and acknowledges — no transaction, no
 ///   ledger row. Delivery is still at least once (an error or a panic leaves
 ///   the message pending; it is retried after `claim_idle` and dead-lettered

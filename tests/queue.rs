@@ -1102,6 +1102,7 @@ async fn maxlen_trims_the_stream() {
 
 /// A `#[queue_handler]` without `tx`; the tests run it on streams of their
 /// own through [`Plain`], which counts what it was given.
+#[allow(clippy::unused_async)] // reason: `#[queue_handler]` takes an `async fn`
 #[safesync::queue_handler(stream = "safesync-test:plain", group = "plain")]
 async fn forward(msg: OrderPlaced) -> Result<(), Error> {
     if msg.order_id < 0 {
@@ -1291,10 +1292,10 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
         .await
         .unwrap();
     let reason = |data: &[u8]| {
-        dead.iter()
-            .find(|d| d.data() == Some(data))
-            .map(|d| (d.deliveries, d.reason.clone()))
-            .unwrap_or_else(|| panic!("no dead letter for {}", String::from_utf8_lossy(data)))
+        dead.iter().find(|d| d.data() == Some(data)).map_or_else(
+            || panic!("no dead letter for {}", String::from_utf8_lossy(data)),
+            |d| (d.deliveries, d.reason.clone()),
+        )
     };
     let (deliveries, why) = reason(br#"{"order_id":2}"#);
     assert_eq!(deliveries, 3);

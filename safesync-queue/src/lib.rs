@@ -5,7 +5,12 @@
 //! - [`Stream<T>`]: a typed stream handle; [`Stream::send`] takes only `T`,
 //!   as JSON in the entry's `data` field.
 //! - [`Handler`]: what `#[queue_handler]` implements for an
-//!   `async fn(tx: &mut Tx<'_>, msg: T) -> Result<(), Error>`.
+//!   `async fn(tx: &mut Tx<'_>, msg: T) -> Result<(), Error>`: run in a
+//!   transaction with a ledger row, for an exactly-once effect.
+//! - [`PlainHandler`]: what it implements for an
+//!   `async fn(msg: T) -> Result<(), Error>`: run without a transaction or
+//!   ledger row, for handlers that do no database work (at-least-once
+//!   delivery; the handler must be idempotent itself).
 //! - [`Worker`]: the consume → transaction → commit → ack loop, with
 //!   claims of stuck entries, dead letters, a ledger for exactly-once
 //!   effects, reconnects and a clean stop.

@@ -20,7 +20,10 @@ use crate::ledger::{self, MAX_NAME_LEN};
 use crate::metrics::{Labelled, QueueMetrics};
 
 /// Consumes streams with typed handlers: read → decode → transaction
-/// (ledger row + handler) → commit → acknowledge.
+/// (ledger row + handler) → commit → acknowledge for a [`Handler`](crate::Handler);
+/// read → decode → handler → acknowledge for a
+/// [`PlainHandler`](crate::PlainHandler) (no transaction, no ledger: at-least-once
+/// delivery, the handler must be idempotent).
 ///
 /// Built with [`Worker::new`] and the setters below, started with
 /// [`Worker::run`] (until a token is cancelled) or
@@ -121,7 +124,8 @@ pub struct Summary {
     /// Entries delivered to this worker: new, re-read after a reconnect,
     /// or claimed.
     pub read: u64,
-    /// Handler runs whose transaction committed.
+    /// Handler runs whose transaction committed, or, for a
+    /// [`PlainHandler`](crate::PlainHandler), that returned `Ok`.
     pub processed: u64,
     /// Entries the ledger showed as already processed (an earlier
     /// delivery committed, its acknowledgement was lost): acknowledged
@@ -133,7 +137,8 @@ pub struct Summary {
     /// `XACK`s answered 0: someone else had acknowledged the entry.
     pub already_acked: u64,
     /// Handler runs that failed (error, panic, or a failed begin, ledger
-    /// write or commit): rolled back, not acknowledged.
+    /// write or commit): rolled back (if in a transaction), not
+    /// acknowledged.
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,
@@ -263,8 +268,11 @@ impl Worker {
         }
     }
 
-    /// Adds a handler; its stream and group come from the handler. Each
-    /// handler is read by a loop of its own with its own connection.
+    /// Adds a handler, a [`Handler`](crate::Handler) (run in a transaction
+    /// with a ledger row) or a [`PlainHandler`](crate::PlainHandler) (run
+    /// without one); see [`IntoHandler`]. Its stream and group come from
+    /// the handler. Each handler is read by a loop of its own with its own
+    /// connection.
     ///
     /// ```no_run
     /// # use safesync_core::{Error, Tx};
