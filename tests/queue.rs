@@ -383,9 +383,100 @@ async fn a_commit_whose_ack_was_lost_takes_effect_once(backend: Backend) {
     t.cleanup().await;
 }
 
+// --- 5. Several entries per transaction --------------------------------------
+
+/// Entries share transactions; a handler that fails (an error, a panic, a
+/// first delivery that fails) rolls its group back, and each entry of the
+/// group is then handled alone: every effect lands once, the poison ones
+/// never, and nothing stays pending. An entry whose ledger row is already
+/// there (its effect committed earlier) makes its group fall back too, and
+/// is only acknowledged; so are entries whose acks were lost after their
+/// shared commit, when they are claimed again.
+async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(backend: Backend) {
+    const M: i64 = 200;
+    let t = setup_orders(backend, M).await;
+    safesync::queue::ensure_ledger(&t.db).await.unwrap();
+    let stream = unique_stream("pertx");
+    let orders_stream: Stream<OrderPlaced> = Stream::new(stream);
+    let mut c = conn().await;
+    let mut ids = HashMap::new();
+    for order_id in 1..=M {
+        let id = orders_stream
+            .send_on(&mut c, &OrderPlaced { order_id }, &SendOptions::default())
+            .await
+            .unwrap();
+        ids.insert(order_id, id);
+    }
+    // Order 30 was handled before: its ledger row is there.
+    t.db.execute(&format!(
+        "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
+         VALUES ('{stream}', 'billing', '{}')",
+        ids[&30]
+    ))
+    .await
+    .unwrap();
+    let behaviour = Arc::new(Behaviour {
+        fail_first: HashMap::from([(7, u64::MAX), (13, 1)]),
+        panic_on: HashSet::from([50]),
+        ..Behaviour::default()
+    });
+
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .concurrency(2)
+            .messages_per_transaction(16)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(300))
+            .max_deliveries(2)
+            .fail_before_ack_for_tests(3)
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for(
+        "every good order processed, nothing pending",
+        Duration::from_secs(60),
+        || async move {
+            processed_count(db).await == usize::try_from(M - 3).unwrap()
+                && pending(stream).await == 0
+        },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+
+    for (id, (status, hits)) in orders(&t.db).await {
+        let want = if [7, 30, 50].contains(&id) {
+            ("new", 0)
+        } else {
+            ("processed", 1)
+        };
+        assert_eq!((status.as_str(), hits), want, "order {id}");
+    }
+    assert_eq!(
+        (s.processed, s.duplicates, s.dead_lettered, s.acked),
+        (197, 4, 2, 200),
+        "{s:?}"
+    );
+    assert!(
+        s.transactions < 100,
+        "entries shared transactions: {} for {} entries",
+        s.transactions,
+        s.processed
+    );
+    let h = safesync::queue::health(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!((h.pending, h.dead_letters), (0, 2));
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
 on_every_backend!(
     every_order_is_processed_exactly_once_by_concurrent_workers,
     a_commit_whose_ack_was_lost_takes_effect_once,
+    shared_transactions_apply_each_entry_once_and_fall_back_on_failure,
 );
 
 // --- 2. Poison messages ----------------------------------------------------

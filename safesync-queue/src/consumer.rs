@@ -230,17 +230,32 @@ async fn step(
         .block
         .min(until_claim)
         .max(Duration::from_millis(1));
-    let entries = read(shared, r, stream, group, slots, Some(block), ">", stop).await?;
-    for entry in entries {
+    // Entries sharing a transaction: a group per free slot.
+    let per_tx = if matches!(h.body(), crate::handler::Body::Tx(_)) {
+        shared.config.per_transaction
+    } else {
+        1
+    };
+    let count = if per_tx > 1 { slots * per_tx } else { slots };
+    let entries = read(shared, r, stream, group, count, Some(block), ">", stop).await?;
+    let mut entries = entries.into_iter().map(|entry| Delivery {
+        handler: index,
+        entry,
+        deliveries: 1,
+    });
+    loop {
+        let group: Vec<Delivery> = entries.by_ref().take(per_tx).collect();
+        if group.is_empty() {
+            break;
+        }
         let Some(permit) = slot(&shared.limit, stop).await else {
             break;
         };
-        let d = Delivery {
-            handler: index,
-            entry,
-            deliveries: 1,
-        };
-        process::dispatch(shared, d, permit);
+        if per_tx > 1 {
+            process::dispatch_group(shared, group, permit);
+        } else if let Some(d) = group.into_iter().next() {
+            process::dispatch(shared, d, permit);
+        }
     }
     Ok(())
 }

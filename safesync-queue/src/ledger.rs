@@ -196,6 +196,83 @@ pub(crate) async fn record(
     }
 }
 
+/// Inserts the ledger rows of several entries in `tx`, in one statement.
+/// Any of them already present is an error (the caller rolls back and
+/// handles each entry alone, where [`record`] tells which it was).
+pub(crate) async fn record_all(
+    tx: &mut Tx<'_>,
+    stream: &str,
+    group: &str,
+    ids: &[&str],
+) -> Result<()> {
+    let inserted = match tx.dialect() {
+        #[cfg(feature = "sqlite")]
+        Dialect::Sqlite if tx.as_sqlite().is_some() => {
+            let sql = insert_values(ids.len());
+            let mut q = sqlx::query(&sql);
+            for id in ids {
+                q = q.bind(stream).bind(group).bind(*id);
+            }
+            let conn = tx.as_sqlite().ok_or_else(|| missing_backend("sqlite"))?;
+            q.execute(conn).await?.rows_affected()
+        }
+        #[cfg(feature = "mysql")]
+        Dialect::MySql if tx.as_mysql().is_some() => {
+            let sql = insert_values(ids.len());
+            let mut q = sqlx::query(&sql);
+            for id in ids {
+                q = q.bind(stream).bind(group).bind(*id);
+            }
+            let conn = tx.as_mysql().ok_or_else(|| missing_backend("mysql"))?;
+            q.execute(conn).await?.rows_affected()
+        }
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres if tx.as_postgres().is_some() => {
+            let conn = tx
+                .as_postgres()
+                .ok_or_else(|| missing_backend("postgres"))?;
+            sqlx::query(
+                "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
+                 SELECT $1, $2, unnest($3::text[])",
+            )
+            .bind(stream)
+            .bind(group)
+            .bind(ids)
+            .execute(conn)
+            .await?
+            .rows_affected()
+        }
+        other => return Err(unsupported(other)),
+    };
+    if inserted == ids.len() as u64 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "the ledger took {inserted} of {} rows",
+            ids.len()
+        )))
+    }
+}
+
+/// `INSERT … VALUES (?, ?, ?), …` for `rows` ledger rows.
+#[allow(dead_code)] // reason: unused when no backend feature of this crate is on
+fn insert_values(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES (?, ?, ?)",
+    );
+    for _ in 1..rows {
+        sql.push_str(", (?, ?, ?)");
+    }
+    sql
+}
+
+#[allow(dead_code)] // reason: unused when no backend feature of this crate is on
+fn missing_backend(backend: &str) -> Error {
+    Error::Config(format!(
+        "the queue ledger on {backend} needs the `{backend}` feature of safesync-queue"
+    ))
+}
+
 #[allow(dead_code)] // reason: unused when no backend feature of this crate is on
 fn new_if(rows: u64) -> Recorded {
     if rows == 1 {

@@ -93,6 +93,61 @@ fn in_flight_key(handler: usize, id: &str) -> InFlightKey {
     }
 }
 
+/// Starts handling the new entries `group` of one handler in a task of its
+/// own, in one shared transaction (see
+/// [`Worker::messages_per_transaction`](crate::Worker::messages_per_transaction)),
+/// holding `permit` until done. Entries already being handled here are
+/// left alone.
+pub(crate) fn dispatch_group(
+    shared: &Arc<Shared>,
+    group: Vec<Delivery>,
+    permit: OwnedSemaphorePermit,
+) {
+    let group: Vec<Delivery> = match shared.in_flight.lock() {
+        Ok(mut set) => group
+            .into_iter()
+            .filter(|d| set.insert(in_flight_key(d.handler, &d.entry.id)))
+            .collect(),
+        Err(_) => group,
+    };
+    let Some(first) = group.first() else { return };
+    let index = first.handler;
+    let h = &shared.handlers[index];
+    let n = group.len() as u64;
+    Stats::add(&shared.stats.read, n);
+    shared.labels[index].add(Count::Read, n);
+    let span = tracing::info_span!(
+        "safesync.queue.messages",
+        stream = h.stream(),
+        group = h.group(),
+        first = %first.entry.id,
+        count = n,
+    );
+    let keys: Vec<InFlightKey> = group
+        .iter()
+        .map(|d| in_flight_key(d.handler, &d.entry.id))
+        .collect();
+    let shared = Arc::clone(shared);
+    shared.tracker.clone().spawn(
+        async move {
+            let _permit = permit;
+            tokio::select! {
+                () = process_group(&shared, group) => {}
+                () = shared.abort.cancelled() => {
+                    Stats::add(&shared.stats.abandoned, n);
+                    tracing::warn!("handlers cancelled at the drain deadline; the entries stay pending");
+                }
+            }
+            if let Ok(mut set) = shared.in_flight.lock() {
+                for key in &keys {
+                    set.remove(key);
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
 /// True when the entry `id` of `handler` is being handled here.
 pub(crate) fn is_in_flight(shared: &Shared, handler: usize, id: &str) -> bool {
     let key = in_flight_key(handler, id);
@@ -100,6 +155,7 @@ pub(crate) fn is_in_flight(shared: &Shared, handler: usize, id: &str) -> bool {
 }
 
 /// How a delivery ended well.
+#[derive(Clone, Copy)]
 enum Done {
     /// The transaction committed, or a plain handler returned `Ok`.
     Committed,
@@ -150,38 +206,7 @@ async fn process(shared: &Shared, d: Delivery) {
     };
     let latency = started.elapsed();
     match result {
-        Ok(done) => {
-            let outcome = match done {
-                Done::Committed => {
-                    Stats::add(&shared.stats.processed, 1);
-                    Outcome::Ok
-                }
-                Done::Duplicate => {
-                    Stats::add(&shared.stats.duplicates, 1);
-                    tracing::info!("already processed (ledger): acknowledging only");
-                    Outcome::Duplicate
-                }
-            };
-            shared.labels[d.handler].handled(outcome, latency);
-            if let Ok(mut errors) = shared.last_errors.lock()
-                && !errors.is_empty()
-            {
-                errors.remove(&(d.handler, d.entry.id.clone()));
-            }
-            let skip = shared.skip_acks.load(Ordering::Relaxed) > 0
-                && shared
-                    .skip_acks
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok();
-            if skip {
-                tracing::warn!("test hook: not acknowledging a committed entry");
-            } else {
-                let _ = shared.acks.send(AckMsg::Ack {
-                    handler: d.handler,
-                    id: d.entry.id,
-                });
-            }
-        }
+        Ok(done) => succeeded(shared, d, done, latency),
         Err(f) => {
             Stats::add(&shared.stats.failed, 1);
             shared.labels[d.handler].handled(f.outcome, latency);
@@ -206,6 +231,135 @@ async fn process(shared: &Shared, d: Delivery) {
             }
         }
     }
+}
+
+/// Books a delivery that ended well and acknowledges it.
+fn succeeded(shared: &Shared, d: Delivery, done: Done, latency: std::time::Duration) {
+    let outcome = match done {
+        Done::Committed => {
+            Stats::add(&shared.stats.processed, 1);
+            Outcome::Ok
+        }
+        Done::Duplicate => {
+            Stats::add(&shared.stats.duplicates, 1);
+            tracing::info!(id = %d.entry.id, "already processed (ledger): acknowledging only");
+            Outcome::Duplicate
+        }
+    };
+    shared.labels[d.handler].handled(outcome, latency);
+    if let Ok(mut errors) = shared.last_errors.lock()
+        && !errors.is_empty()
+    {
+        errors.remove(&(d.handler, d.entry.id.clone()));
+    }
+    let skip = shared.skip_acks.load(Ordering::Relaxed) > 0
+        && shared
+            .skip_acks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+    if skip {
+        tracing::warn!("test hook: not acknowledging a committed entry");
+    } else {
+        let _ = shared.acks.send(AckMsg::Ack {
+            handler: d.handler,
+            id: d.entry.id,
+        });
+    }
+}
+
+/// New entries of one transactional handler in one shared transaction:
+/// begin, one ledger statement for all, each handler in turn, one commit,
+/// then every ack. When anything fails, the transaction rolls back and
+/// each entry is handled alone ([`process`]), so no effect is lost or
+/// doubled.
+async fn process_group(shared: &Shared, group: Vec<Delivery>) {
+    let Some(index) = group.first().map(|d| d.handler) else {
+        return;
+    };
+    let h = &*shared.handlers[index];
+    let Body::Tx(body) = h.body() else {
+        for d in group {
+            process(shared, d).await;
+        }
+        return;
+    };
+    // Trimmed and undecodable entries are dealt with at once.
+    let mut ready = Vec::with_capacity(group.len());
+    for d in group {
+        if d.entry.fields.is_none() {
+            trimmed(shared, d.handler, d.entry.id);
+            continue;
+        }
+        let payload = data(h, &d.entry)
+            .and_then(|json| body.decode(json).map_err(|e| not_json(h, &d.entry, &e)));
+        match payload {
+            Ok(p) => ready.push((d, p)),
+            Err(reason) => undecodable(shared, &d, &reason).await,
+        }
+    }
+    if ready.len() <= 1 {
+        for (d, _) in ready {
+            process(shared, d).await;
+        }
+        return;
+    }
+    let started = Instant::now();
+    let (group, payloads): (Vec<Delivery>, Vec<Decoded>) = ready.into_iter().unzip();
+    match shared_transaction(shared, h, body, &group, payloads).await {
+        Ok(()) => {
+            let latency = started.elapsed();
+            for d in group {
+                succeeded(shared, d, Done::Committed, latency);
+            }
+        }
+        Err(reason) => {
+            tracing::debug!(%reason, count = group.len(), "shared transaction rolled back: handling each entry alone");
+            for d in group {
+                process(shared, d).await;
+            }
+        }
+    }
+}
+
+/// Begin, the ledger rows of all, every handler, commit; `Err` (rolled
+/// back) with the reason when any step fails.
+async fn shared_transaction(
+    shared: &Shared,
+    h: &dyn ErasedHandler,
+    body: &dyn TxBody,
+    group: &[Delivery],
+    payloads: Vec<Decoded>,
+) -> Result<(), String> {
+    let mut tx = shared
+        .db
+        .begin()
+        .await
+        .map_err(|e| format!("cannot begin a transaction: {e}"))?;
+    if shared.config.ledger {
+        let ids: Vec<&str> = group.iter().map(|d| d.entry.id.as_str()).collect();
+        ledger::record_all(&mut tx, h.stream(), h.group(), &ids)
+            .await
+            .map_err(|e| format!("cannot write the ledger rows (one may be there already): {e}"))?;
+    }
+    for (d, payload) in group.iter().zip(payloads) {
+        let run = AssertUnwindSafe(body.handle(&mut tx, payload))
+            .catch_unwind()
+            .await;
+        let failure = match run {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+        };
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(error = %e, "rollback after a failed handler failed");
+        }
+        return Err(format!("entry {}: {failure}", d.entry.id));
+    }
+    tx.commit()
+        .await
+        .map_err(|e| format!("cannot commit: {e}"))?;
+    Stats::add(&shared.stats.transactions, 1);
+    Ok(())
 }
 
 /// An entry that cannot be handled: moved to the dead letters at once.
@@ -310,6 +464,7 @@ async fn transaction(
                 tx.commit()
                     .await
                     .map_err(|e| db_failure("cannot commit", e))?;
+                Stats::add(&shared.stats.transactions, 1);
                 return Ok(Done::Duplicate);
             }
             Err(e) => return Err(db_failure("cannot write the ledger row", e)),
@@ -321,7 +476,10 @@ async fn transaction(
     let failure = match run {
         Ok(Ok(())) => {
             return match tx.commit().await {
-                Ok(()) => Ok(Done::Committed),
+                Ok(()) => {
+                    Stats::add(&shared.stats.transactions, 1);
+                    Ok(Done::Committed)
+                }
                 Err(e) => Err(db_failure("cannot commit", e)),
             };
         }
