@@ -347,18 +347,18 @@ async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
     let fresh = Db::connect_with(&url, DbOptions::default().idle_lock_connections(0))
         .await
         .unwrap();
-    let g = fresh
+    let once = fresh
         .advisory_lock(&a, Duration::from_secs(5))
         .await
         .unwrap();
-    let g_id = g.session_id();
-    g.release().await.unwrap();
-    let h = fresh
+    let once_id = once.session_id();
+    once.release().await.unwrap();
+    let again = fresh
         .advisory_lock(&a, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_ne!(h.session_id(), g_id);
-    h.release().await.unwrap();
+    assert_ne!(again.session_id(), once_id);
+    again.release().await.unwrap();
     fresh.close().await;
     t.cleanup().await;
 }

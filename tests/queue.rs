@@ -1435,12 +1435,12 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
             .block(Duration::from_millis(100))
             .run(stop.clone()),
     );
-    let b = &behaviour;
+    let seen = &behaviour;
     wait_for(
         "2 handled, 2 dead letters, nothing pending",
         Duration::from_secs(20),
         || async move {
-            b.total.load(Ordering::Relaxed) == 2
+            seen.total.load(Ordering::Relaxed) == 2
                 && safesync::queue::dead_letters(&redis_client(), stream)
                     .await
                     .unwrap()

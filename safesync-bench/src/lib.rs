@@ -303,6 +303,7 @@ pub async fn run(config: &Config) -> Vec<RunResult> {
                         .collect();
                     for result in &mut group {
                         report::add_ratios(result, &raw);
+                        report::add_w0_ratio(result, &results);
                         if config.print {
                             println!("{}", result.to_json());
                         }

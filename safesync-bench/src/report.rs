@@ -11,7 +11,8 @@ pub struct RunResult {
     /// `w3-advisory`, `w3-uncontended`, `w4-idempotent`, `w5-queue`,
     /// `w5q-queue-only`.
     pub workload: String,
-    /// `framework`, `framework-noledger` (W5/W5q with the ledger off),
+    /// `framework`, `framework-noledger` (W5 with the ledger off),
+    /// `framework-16-per-tx` (W5, 16 messages per transaction),
     /// `raw`, `raw-simple` (W5 baseline 1) or `raw-tuned` (W5 baseline 2).
     pub variant: String,
     /// `sqlite`, `mysql` or `postgres`.
@@ -48,6 +49,10 @@ pub struct RunResult {
     pub ratio_to_raw: Option<f64>,
     /// W5: framework ops/s divided by the straightforward raw loop's.
     pub ratio_to_raw_simple: Option<f64>,
+    /// W5: framework msgs/s divided by W0's commits/s (the database's own
+    /// rate of one-row transactions) at the same backend and workers, when
+    /// W0 ran earlier in the same process run.
+    pub ratio_to_w0: Option<f64>,
     /// With `--rss` (W5/W5q framework): the peak resident memory in MiB
     /// after the checkpoint's messages, and how many were handled then.
     pub peak_rss_mib_checkpoint: Option<(u64, f64)>,
@@ -87,6 +92,7 @@ impl RunResult {
             "truncated": self.truncated,
             "ratio_to_raw": num(self.ratio_to_raw, 3),
             "ratio_to_raw_simple": num(self.ratio_to_raw_simple, 3),
+            "ratio_to_w0": num(self.ratio_to_w0, 3),
             "rss_checkpoint_msgs": self.peak_rss_mib_checkpoint.map(|(n, _)| n),
             "peak_rss_mib_at_checkpoint": num(self.peak_rss_mib_checkpoint.map(|(_, m)| m), 1),
             "peak_rss_mib": num(self.peak_rss_mib, 1),
@@ -121,6 +127,22 @@ fn mean_of(raw: &[RunResult], variant: &str) -> Option<f64> {
     #[allow(clippy::cast_precision_loss)] // reason: a handful of rounds
     let n = speeds.len() as f64;
     (!speeds.is_empty()).then(|| speeds.iter().sum::<f64>() / n)
+}
+
+/// W5 framework: sets the ratio to W0's mean rate at the same backend and
+/// workers among `earlier` results.
+pub(crate) fn add_w0_ratio(result: &mut RunResult, earlier: &[RunResult]) {
+    if !result.is_framework() || !result.verified || result.workload != "w5-queue" {
+        return;
+    }
+    let w0: Vec<RunResult> = earlier
+        .iter()
+        .filter(|r| {
+            r.workload == "w0-commit" && r.backend == result.backend && r.workers == result.workers
+        })
+        .cloned()
+        .collect();
+    result.ratio_to_w0 = mean_of(&w0, "raw").map(|r| result.ops_per_s / r);
 }
 
 /// Sets a framework result's ratios against the raw runs of its group
@@ -215,6 +237,7 @@ pub fn summary_table(results: &[RunResult]) -> String {
         );
     }
     medians(results, &mut out);
+    queue_ratios(results, &mut out);
     memory(results, &mut out);
     let failed = results.iter().filter(|r| !r.verified).count();
     if results.iter().any(|r| r.truncated) {
@@ -233,6 +256,47 @@ pub fn summary_table(results: &[RunResult]) -> String {
         }
     }
     out
+}
+
+/// W5's framework runs against the straightforward raw loop and against
+/// W0: the median of each run's ratio, per backend, workers and variant.
+fn queue_ratios(results: &[RunResult], out: &mut String) {
+    let mut keys: Vec<(&str, usize, &str)> = Vec::new();
+    for r in results {
+        let k = (r.backend.as_str(), r.workers, r.variant.as_str());
+        if r.workload == "w5-queue" && r.is_framework() && !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    if keys.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nW5 framework: median per-run ratio to raw-simple (target >= 3 at 1 worker) and to W0 (target >= 0.9)"
+    );
+    for (backend, workers, variant) in keys {
+        let runs: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| {
+                r.workload == "w5-queue"
+                    && r.backend == backend
+                    && r.workers == workers
+                    && r.variant == variant
+                    && r.verified
+            })
+            .collect();
+        let med = |f: fn(&RunResult) -> Option<f64>| {
+            let v: Vec<f64> = runs.iter().filter_map(|r| f(r)).collect();
+            (!v.is_empty()).then(|| median(v))
+        };
+        let _ = writeln!(
+            out,
+            "  {backend:<9} workers={workers:<3} {variant:<22} x raw-simple {:>6}   x W0 {:>6}",
+            opt(med(|r| r.ratio_to_raw_simple), 2),
+            opt(med(|r| r.ratio_to_w0), 2),
+        );
+    }
 }
 
 /// With `--rss`: the peak RSS at the checkpoint and at the end, and the
@@ -384,6 +448,7 @@ mod tests {
             truncated: false,
             ratio_to_raw: None,
             ratio_to_raw_simple: None,
+            ratio_to_w0: None,
             peak_rss_mib_checkpoint: None,
             peak_rss_mib: None,
             detail: String::new(),

@@ -42,8 +42,11 @@ pub(crate) enum Variant {
     RawTuned,
     /// safesync, as its documentation shows.
     Framework,
-    /// W5/W5q: the safesync worker with its ledger off.
+    /// W5: the safesync worker with its ledger off.
     FrameworkNoLedger,
+    /// W5: the safesync worker with 16 messages per transaction
+    /// (`Worker::messages_per_transaction(16)`).
+    FrameworkBatched,
 }
 
 impl Variant {
@@ -54,6 +57,7 @@ impl Variant {
             Variant::RawTuned => "raw-tuned",
             Variant::Framework => "framework",
             Variant::FrameworkNoLedger => "framework-noledger",
+            Variant::FrameworkBatched => "framework-16-per-tx",
         }
     }
 }
@@ -84,6 +88,7 @@ impl Case {
                 Variant::RawTuned,
                 Variant::Framework,
                 Variant::FrameworkNoLedger,
+                Variant::FrameworkBatched,
             ],
             // W5q's handler takes no transaction: no ledger to turn off.
             Case::QueueOnly => &[Variant::RawTuned, Variant::Framework],
@@ -216,7 +221,10 @@ pub(crate) async fn run_one(
     };
     let watch_rss = config.rss
         && matches!(case, Case::Queue | Case::QueueOnly)
-        && matches!(variant, Variant::Framework | Variant::FrameworkNoLedger);
+        && matches!(
+            variant,
+            Variant::Framework | Variant::FrameworkNoLedger | Variant::FrameworkBatched
+        );
     let checkpoint = crate::rss::Checkpoint::default();
     let outcome = async {
         let env = Env::create(backend).await?;
@@ -257,6 +265,7 @@ pub(crate) async fn run_one(
         truncated: false,
         ratio_to_raw: None,
         ratio_to_raw_simple: None,
+        ratio_to_w0: None,
         peak_rss_mib_checkpoint: None,
         peak_rss_mib: watch_rss.then(crate::rss::peak_mib).flatten(),
         detail: String::new(),

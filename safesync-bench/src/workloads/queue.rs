@@ -8,8 +8,10 @@
 //! `PlainHandler`: no `BEGIN`, no ledger row, no `COMMIT`), so W5q measures
 //! the queue machinery alone; its worker reads up to 64 entries at a time
 //! (`batch`, `read_ahead`), as the raw loop does. The framework is a
-//! `Worker` running a `#[queue_handler]`; the raw baselines are in
-//! `queue_raw`.
+//! `Worker` running a `#[queue_handler]`, with its defaults (`framework`:
+//! a transaction per message), its ledger off (`framework-noledger`, W5
+//! only, to show the ledger's cost) or 16 messages per transaction
+//! (`framework-16-per-tx`, W5 only); the raw baselines are in `queue_raw`.
 //!
 //! The framework's clock starts when its worker is spawned (its Redis
 //! connections and group creation are timed; the ledger table is created
@@ -36,6 +38,9 @@ use crate::workloads::{Checks, Outcome, Spec, Variant, int, queue_raw};
 pub(crate) struct OrderPlaced {
     pub(crate) order_id: i64,
 }
+
+/// Messages per transaction of the `framework-16-per-tx` variant.
+const PER_TRANSACTION: usize = 16;
 
 /// The longest a queue run may take before it is reported failed.
 pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -258,16 +263,11 @@ pub(crate) async fn run(
     fill(env, redis, m, db_work).await?;
     let seen = Arc::new(Seen::new(m));
     let result = match variant {
-        Variant::Framework | Variant::FrameworkNoLedger => framework(
-            env,
-            redis,
-            spec,
-            &seen,
-            db_work,
-            variant == Variant::Framework,
-        )
-        .await
-        .map(|(measured, summary)| (measured, Some(summary))),
+        Variant::Framework | Variant::FrameworkNoLedger | Variant::FrameworkBatched => {
+            framework(env, redis, spec, &seen, db_work, variant)
+                .await
+                .map(|(measured, summary)| (measured, Some(summary)))
+        }
         Variant::RawSimple => queue_raw::simple(env, redis, spec, &seen)
             .await
             .map(|m| (m, None)),
@@ -297,9 +297,15 @@ async fn framework(
     spec: &Spec,
     seen: &Arc<Seen>,
     db_work: bool,
-    ledger: bool,
+    variant: Variant,
 ) -> Result<(Measured, Summary), BoxError> {
     let m = spec.ops;
+    let ledger = variant != Variant::FrameworkNoLedger;
+    let per_transaction = if variant == Variant::FrameworkBatched {
+        PER_TRANSACTION
+    } else {
+        1
+    };
     let stream: &'static str = Box::leak(stream_of(env).into_boxed_str());
     if ledger && db_work {
         safesync::queue::ensure_ledger(&env.db).await?;
@@ -308,6 +314,7 @@ async fn framework(
     let stop = CancellationToken::new();
     let worker = Worker::new(env.db.clone(), redis.clone())
         .concurrency(spec.workers)
+        .messages_per_transaction(per_transaction)
         .ledger(ledger)
         .consumer_name(format!("{}-worker", env.id));
     // W5q: reads as large as the raw loop's (its handler returns at once,
