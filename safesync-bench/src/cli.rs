@@ -7,6 +7,7 @@ use crate::{Backend, Config, Workload};
 pub(crate) const USAGE: &str = "\
 usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2|w3|w4|w5|w5q|all]
                       [--workers 1,8] [--ops N] [--quick] [--max-seconds S] [--repeat R] [--rss]
+                      [--variant NAME,...]
 
   --backend      backends, comma-separated (default: all)
   --workload     workloads, comma-separated (default: all)
@@ -18,6 +19,8 @@ usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2
                  verify what was done (default: 60; 0 = no limit)
   --repeat       run every variant R times, alternating the order; ratios
                  divide by the mean of the raw runs (default: 1)
+  --variant      only these variants: raw, raw-simple, raw-tuned, framework,
+                 framework-noledger, framework-16-per-tx (default: all)
   --rss          W5/W5q framework runs report the peak RSS after
                  min(100000, M/10) messages and at the end, e.g.
                  --workload w5 --ops 1000000 --workers 32 --rss
@@ -111,6 +114,16 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, S
                     return Err(format!("--max-seconds must be 0 or more, not `{value}`"));
                 }
                 config.max_run_time = (s > 0.0).then(|| Duration::from_secs_f64(s));
+            }
+            "--variant" => {
+                let names = list(&value, &crate::workloads::Variant::NAMES, |v| {
+                    crate::workloads::Variant::NAMES
+                        .iter()
+                        .copied()
+                        .find(|n| *n == v)
+                        .ok_or_else(|| format!("unknown variant `{v}`"))
+                })?;
+                config.variants = names.into_iter().map(str::to_owned).collect();
             }
             "--repeat" => {
                 let n: usize = value

@@ -231,6 +231,9 @@ pub struct Config {
     /// Print one JSON line per run on stdout (after each group of variants
     /// finishes).
     pub print: bool,
+    /// Only these variants (`raw`, `raw-simple`, `raw-tuned`, `framework`,
+    /// `framework-noledger`, `framework-16-per-tx`); all when empty.
+    pub variants: Vec<String>,
     /// W5/W5q framework runs: report the process's peak resident memory
     /// after `min(100,000, M/10)` messages and at the end (reset when the
     /// worker starts), to show memory that grows with the message count.
@@ -252,6 +255,7 @@ impl Default for Config {
             repeat: 1,
             print: true,
             rss: false,
+            variants: Vec::new(),
         }
     }
 }
@@ -285,7 +289,15 @@ pub async fn run(config: &Config) -> Vec<RunResult> {
                     for round in 0..config.repeat.max(1) {
                         // Alternate the order, so drift on the machine does
                         // not always favour the same variant.
-                        let mut order = case.variants().to_vec();
+                        let mut order: Vec<_> = case
+                            .variants()
+                            .iter()
+                            .copied()
+                            .filter(|v| {
+                                config.variants.is_empty()
+                                    || config.variants.iter().any(|n| n == v.name())
+                            })
+                            .collect();
                         if round % 2 == 1 {
                             order.reverse();
                         }

@@ -50,7 +50,17 @@ pub(crate) enum Variant {
 }
 
 impl Variant {
-    fn name(self) -> &'static str {
+    /// Every variant's name, for `--variant`.
+    pub(crate) const NAMES: [&'static str; 6] = [
+        "raw",
+        "raw-simple",
+        "raw-tuned",
+        "framework",
+        "framework-noledger",
+        "framework-16-per-tx",
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Variant::Raw => "raw",
             Variant::RawSimple => "raw-simple",
