@@ -20,6 +20,12 @@ async fn a_held_lock_excludes_others_until_released(backend: Backend) {
             .await
             .unwrap();
     assert!(guard.is_held());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), guard.lost())
+            .await
+            .is_err(),
+        "a held lock is not reported lost"
+    );
     assert!(other.try_advisory_lock(&name).await.unwrap().is_none());
 
     let start = Instant::now();

@@ -142,6 +142,22 @@ async fn pending(redis_url: &str, stream: &str) -> u64 {
     }
 }
 
+/// `(id, consumer)` of every pending entry of the group.
+async fn pending_entries(redis_url: &str, stream: &str) -> Vec<(String, String)> {
+    let client = safesync::queue::client(redis_url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("billing")
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    reply.ids.into_iter().map(|p| (p.id, p.consumer)).collect()
+}
+
 async fn delete_stream(redis_url: &str, stream: &str) {
     let client = safesync::queue::client(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -294,10 +310,33 @@ async fn sigkilled_worker_process_loses_nothing_and_applies_nothing_twice(backen
     let victim = spawn_worker(backend, &t, &stream, 1000);
     let survivor = spawn_worker(backend, &t, &stream, 1000);
     wait_for_progress(&t.db, 60, Duration::from_secs(60)).await;
+    let victim_pid = victim.id().unwrap();
     signal(&victim, "-KILL");
     let killed_at = Instant::now();
     let out = finish(victim).await;
     assert!(!out.status.success(), "the victim was killed");
+
+    // The entries the victim held when it died: claimed by the survivor
+    // once idle for claim_idle, then handled.
+    // (Worker consumer names are `<host>-<pid>-<n>`.)
+    let tag = format!("-{victim_pid}-");
+    let held: Vec<String> = pending_entries(&redis_url(), &stream)
+        .await
+        .into_iter()
+        .filter(|(_, consumer)| consumer.contains(&tag))
+        .map(|(id, _)| id)
+        .collect();
+    let recovered = loop {
+        let still = pending_entries(&redis_url(), &stream).await;
+        if !held.iter().any(|id| still.iter().any(|(p, _)| p == id)) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "the victim's entries were never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     wait_for_progress(&t.db, MESSAGES, Duration::from_secs(60)).await;
     let drained = killed_at.elapsed();
@@ -310,7 +349,11 @@ async fn sigkilled_worker_process_loses_nothing_and_applies_nothing_twice(backen
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("{backend:?}: drained {drained:?} after SIGKILL (claim_idle {claim_idle:?})");
+    eprintln!(
+        "{backend:?}: the victim's {} entries taken over {recovered:?} after SIGKILL, \
+         the whole stream drained after {drained:?} (claim_idle {claim_idle:?})",
+        held.len()
+    );
     signal(&survivor, "-TERM");
     let out = finish(survivor).await;
     assert!(

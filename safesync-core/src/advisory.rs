@@ -254,6 +254,19 @@ impl Session {
         }
     }
 
+    /// Whether the lock can be lost with a connection, so a watcher must
+    /// ping it.
+    fn needs_watch(&self) -> bool {
+        match self {
+            #[cfg(feature = "mysql")]
+            Session::MySql(..) => true,
+            #[cfg(feature = "postgres")]
+            Session::Postgres(..) => true,
+            #[cfg(feature = "sqlite")]
+            Session::File(_) | Session::Memory(_) => false,
+        }
+    }
+
     fn kind(&self) -> &'static str {
         match self {
             #[cfg(feature = "mysql")]
@@ -280,7 +293,14 @@ pub struct AdvisoryLock {
     session: Arc<Mutex<Option<Session>>>,
     spare: SpareConns,
     held: watch::Receiver<bool>,
+    /// Pings the connection (server backends; a file or in-process lock
+    /// cannot be lost).
     watcher: Option<JoinHandle<()>>,
+    /// The loss channel's sender of an unwatched lock, kept so that `lost()`
+    /// stays pending.
+    _unwatched: Option<watch::Sender<bool>>,
+    /// Released or dropped: the held time is recorded once.
+    finished: bool,
     session_id: Option<i64>,
     kind: &'static str,
     acquired_at: Instant,
@@ -310,12 +330,54 @@ impl AdvisoryLock {
         metric_kind: &'static str,
     ) -> Self {
         let kind = session.kind();
+        let can_be_lost = session.needs_watch();
         let session = Arc::new(Mutex::new(Some(session)));
         let (tx, rx) = watch::channel(true);
         let session_for_pings = Arc::clone(&session);
         let lock_name = name.to_owned();
         let lost_metrics = metrics.clone();
-        let watcher = tokio::spawn(async move {
+        let (watcher, unwatched) = if can_be_lost {
+            (
+                Some(Self::watch(
+                    session_for_pings,
+                    tx,
+                    ping,
+                    lock_name,
+                    lost_metrics,
+                    metric_kind,
+                )),
+                None,
+            )
+        } else {
+            (None, Some(tx))
+        };
+        AdvisoryLock {
+            name: name.to_owned(),
+            session,
+            spare,
+            held: rx,
+            _unwatched: unwatched,
+            watcher,
+            finished: false,
+            session_id,
+            kind,
+            acquired_at: Instant::now(),
+            metrics,
+            metric_kind,
+        }
+    }
+
+    /// Pings the session every `ping`; on a failed check drops it (closing
+    /// the connection) and reports the loss.
+    fn watch(
+        session_for_pings: Arc<Mutex<Option<Session>>>,
+        tx: watch::Sender<bool>,
+        ping: Duration,
+        lock_name: String,
+        lost_metrics: Metrics,
+        metric_kind: &'static str,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(ping);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -332,19 +394,7 @@ impl AdvisoryLock {
                     return;
                 }
             }
-        });
-        AdvisoryLock {
-            name: name.to_owned(),
-            session,
-            spare,
-            held: rx,
-            watcher: Some(watcher),
-            session_id,
-            kind,
-            acquired_at: Instant::now(),
-            metrics,
-            metric_kind,
-        }
+        })
     }
 
     /// The lock's name.
@@ -381,11 +431,7 @@ impl AdvisoryLock {
     /// Releases the lock and closes its connection.
     /// [`Error::LockLost`] when it had been lost before.
     pub async fn release(mut self) -> Result<()> {
-        if let Some(w) = self.watcher.take() {
-            w.abort();
-            self.metrics
-                .lock_held(self.metric_kind, self.acquired_at.elapsed());
-        }
+        self.finish();
         let session = self.session.lock().await.take();
         let still_held = match session {
             Some(s) => s.release(&self.spare).await?,
@@ -401,13 +447,23 @@ impl AdvisoryLock {
     }
 }
 
-impl Drop for AdvisoryLock {
-    fn drop(&mut self) {
-        if let Some(w) = self.watcher.take() {
-            w.abort();
+impl AdvisoryLock {
+    /// Stops the watcher and records the held time, once.
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            if let Some(w) = self.watcher.take() {
+                w.abort();
+            }
             self.metrics
                 .lock_held(self.metric_kind, self.acquired_at.elapsed());
         }
+    }
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        self.finish();
         // The session (and its connection) is dropped with the last Arc:
         // the socket closes and the server frees the lock. Nothing goes
         // back to a pool.
