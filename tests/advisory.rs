@@ -369,6 +369,59 @@ async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
     t.cleanup().await;
 }
 
+/// SQLite keeps lock files open between locks, but not without bound:
+/// after locks on 200 names, at most 64 lock files stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lock_files_stay_open_within_a_bound() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let file =
+        t.db.as_sqlite()
+            .unwrap()
+            .connect_options()
+            .get_filename()
+            .to_string_lossy()
+            .into_owned();
+    let open_lock_files = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| {
+                target
+                    .to_string_lossy()
+                    .starts_with(&format!("{file}.lock-"))
+            })
+            .count()
+    };
+    for i in 0..200 {
+        let guard =
+            t.db.advisory_lock(&format!("bounded-{i}"), Duration::from_secs(1))
+                .await
+                .unwrap();
+        guard.release().await.unwrap();
+    }
+    let open = open_lock_files();
+    assert!((1..=64).contains(&open), "{open} lock files open");
+    // A kept file is locked again by the next holder, and only by one.
+    let first =
+        t.db.advisory_lock("bounded-199", Duration::from_secs(1))
+            .await
+            .unwrap();
+    assert!(
+        t.db.try_advisory_lock("bounded-199")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(first);
+    assert!(
+        t.db.try_advisory_lock("bounded-199")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    t.cleanup().await;
+}
+
 on_every_backend!(
     released_lock_connections_are_reused_and_no_other,
     a_held_lock_excludes_others_until_released,

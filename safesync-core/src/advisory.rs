@@ -183,7 +183,7 @@ enum Session {
     #[cfg(feature = "postgres")]
     Postgres(sqlx::PgConnection, i64, Option<Duration>, i64),
     #[cfg(feature = "sqlite")]
-    File(std::fs::File),
+    File(FileLock),
     #[cfg(feature = "sqlite")]
     Memory(tokio::sync::OwnedMutexGuard<()>),
 }
@@ -245,7 +245,7 @@ impl Session {
                 Ok(r)
             }
             #[cfg(feature = "sqlite")]
-            Session::File(file) => Ok(file.unlock().is_ok()),
+            Session::File(lock) => Ok(lock.unlock()),
             #[cfg(feature = "sqlite")]
             Session::Memory(guard) => {
                 drop(guard);
@@ -500,24 +500,39 @@ async fn sqlite_lock(
         p.push(format!(".lock-{:016x}", advisory_key(name)));
         std::path::PathBuf::from(p)
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| {
-            Error::Config(format!(
-                "cannot open lock file {}: {e}",
-                lock_path.display()
-            ))
-        })?;
     let deadline = Instant::now() + timeout;
+    // This process's holders of the same file queue here; other
+    // processes (and other open files) are kept out by the file lock.
+    let slot = lock_file_slot(&lock_path);
+    let guard = if timeout.is_zero() {
+        slot.try_lock_owned().ok()
+    } else {
+        tokio::time::timeout(timeout, slot.lock_owned()).await.ok()
+    };
+    let Some(mut guard) = guard else {
+        return Ok(None);
+    };
+    if guard.is_none() {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot open lock file {}: {e}",
+                    lock_path.display()
+                ))
+            })?;
+        *guard = Some(file);
+    }
+    let lock = FileLock { slot: guard };
     let mut pause = Duration::from_millis(1);
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(Session::File(file))),
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => {
+        match lock.try_lock() {
+            Ok(true) => return Ok(Some(Session::File(lock))),
+            Ok(false) => {}
+            Err(e) => {
                 return Err(Error::Config(format!(
                     "cannot lock {}: {e}",
                     lock_path.display()
@@ -530,6 +545,67 @@ async fn sqlite_lock(
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Lock files kept open per process, beyond those in use.
+#[cfg(feature = "sqlite")]
+const KEPT_LOCK_FILES: usize = 64;
+
+/// This process's open lock file of `path` (opened on first use), behind
+/// an async mutex. Lock files stay open between locks, so a lock costs a
+/// `flock`, not an `open` and a `close`; idle ones beyond
+/// [`KEPT_LOCK_FILES`] are closed.
+#[cfg(feature = "sqlite")]
+fn lock_file_slot(path: &std::path::Path) -> Arc<Mutex<Option<std::fs::File>>> {
+    type Slots = HashMap<std::path::PathBuf, Arc<Mutex<Option<std::fs::File>>>>;
+    static SLOTS: OnceLock<StdMutex<Slots>> = OnceLock::new();
+    let mut slots = SLOTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(slot) = slots.get(path) {
+        return Arc::clone(slot);
+    }
+    if slots.len() >= KEPT_LOCK_FILES {
+        // Only the map holds an idle slot: dropping it closes the file.
+        slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+    }
+    Arc::clone(slots.entry(path.to_path_buf()).or_default())
+}
+
+/// A held file lock: this process's open lock file, locked with `flock`.
+/// Dropping it unlocks the file, which stays open for the next lock.
+#[cfg(feature = "sqlite")]
+pub(crate) struct FileLock {
+    slot: tokio::sync::OwnedMutexGuard<Option<std::fs::File>>,
+}
+
+#[cfg(feature = "sqlite")]
+impl FileLock {
+    /// `Ok(false)` when another open file (another process) holds it.
+    fn try_lock(&self) -> std::io::Result<bool> {
+        let Some(file) = self.slot.as_ref() else {
+            return Ok(false);
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// Unlocks; false when that failed.
+    fn unlock(&self) -> bool {
+        self.slot.as_ref().is_some_and(|f| f.unlock().is_ok())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Unlocking a file that is not locked does nothing.
+        let _ = self.unlock();
     }
 }
 
