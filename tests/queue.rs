@@ -1271,7 +1271,9 @@ async fn a_plain_handler_consumes_every_message_once_without_a_transaction() {
                 behaviour: Arc::clone(&behaviour),
             })
             .concurrency(4)
-            .batch(8)
+            .batch(16)
+            // Entries read ahead are shared out among the four slots.
+            .read_ahead(12)
             .block(Duration::from_millis(100))
             .run(stop.clone()),
     );

@@ -238,20 +238,30 @@ async fn step(
     };
     let count = if per_tx > 1 { slots * per_tx } else { slots };
     let entries = read(shared, r, stream, group, count, Some(block), ">", stop).await?;
+    // A plain handler's entries read ahead of the free slots are shared
+    // out among them: each slot's task handles its share one after
+    // another, as the slot would anyway, without a task per entry.
+    let per_task = if matches!(h.body(), crate::handler::Body::Plain(_)) {
+        entries
+            .len()
+            .div_ceil(shared.limit.available_permits().max(1))
+    } else {
+        per_tx
+    };
     let mut entries = entries.into_iter().map(|entry| Delivery {
         handler: index,
         entry,
         deliveries: 1,
     });
     loop {
-        let group: Vec<Delivery> = entries.by_ref().take(per_tx).collect();
+        let group: Vec<Delivery> = entries.by_ref().take(per_task).collect();
         if group.is_empty() {
             break;
         }
         let Some(permit) = slot(&shared.limit, stop).await else {
             break;
         };
-        if per_tx > 1 {
+        if group.len() > 1 {
             process::dispatch_group(shared, group, permit);
         } else if let Some(d) = group.into_iter().next() {
             process::dispatch(shared, d, permit);

@@ -94,9 +94,10 @@ fn in_flight_key(handler: usize, id: &str) -> InFlightKey {
 }
 
 /// Starts handling the new entries `group` of one handler in a task of its
-/// own, in one shared transaction (see
+/// own, holding `permit` until done: a transactional handler's in one
+/// shared transaction (see
 /// [`Worker::messages_per_transaction`](crate::Worker::messages_per_transaction)),
-/// holding `permit` until done. Entries already being handled here are
+/// a plain handler's one after another. Entries already being handled here are
 /// left alone.
 pub(crate) fn dispatch_group(
     shared: &Arc<Shared>,
