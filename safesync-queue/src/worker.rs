@@ -319,7 +319,9 @@ impl Worker {
     /// (default 0; a read still asks for at most [`batch`](Worker::batch)).
     ///
     /// Entries read ahead are delivered to this worker and wait here for a
-    /// slot; they start in the order read, and on stop they stay pending
+    /// slot; they start in the order read (a
+    /// [`PlainHandler`](crate::PlainHandler)'s are shared out among the
+    /// free slots, each slot handling its share in turn), and on stop they stay pending
     /// for the next run or a claim. It saves round trips when handlers are
     /// fast (a [`PlainHandler`](crate::PlainHandler) that only forwards a
     /// message, say): with concurrency 1, `batch(64).read_ahead(63)` reads
