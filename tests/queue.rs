@@ -214,6 +214,14 @@ async fn processed_count(db: &Db) -> usize {
         .count()
 }
 
+/// Entries in the stream's dead-letter stream.
+async fn dead_letter_count(stream: &str) -> usize {
+    safesync::queue::dead_letters(&redis_client(), stream)
+        .await
+        .unwrap()
+        .len()
+}
+
 async fn pending(stream: &str) -> u64 {
     safesync::queue::health(&redis_client(), stream, "billing")
         .await
@@ -533,11 +541,7 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         Duration::from_secs(30),
         || async move {
             processed_count(db).await == 3
-                && safesync::queue::dead_letters(&redis_client(), stream)
-                    .await
-                    .unwrap()
-                    .len()
-                    == 5
+                && dead_letter_count(stream).await == 5
                 && pending(stream).await == 0
         },
     )
@@ -614,13 +618,7 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         back.ids[0].get::<String>("data").as_deref(),
         Some(r#"{"order_id":"seven"}"#)
     );
-    assert_eq!(
-        safesync::queue::dead_letters(&redis_client(), stream)
-            .await
-            .unwrap()
-            .len(),
-        4
-    );
+    assert_eq!(dead_letter_count(stream).await, 4);
     let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "1-1")
         .await
         .unwrap_err();
@@ -661,11 +659,7 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
         || async move {
             let o = orders(db).await;
             o[&1].0 == "processed"
-                && safesync::queue::dead_letters(&redis_client(), stream)
-                    .await
-                    .unwrap()
-                    .len()
-                    == 1
+                && dead_letter_count(stream).await == 1
                 && pending(stream).await == 0
         },
     )
@@ -772,11 +766,7 @@ async fn an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed() {
             .run(stop.clone()),
     );
     wait_for("a dead letter", Duration::from_secs(20), || async move {
-        safesync::queue::dead_letters(&redis_client(), stream)
-            .await
-            .unwrap()
-            .len()
-            == 1
+        dead_letter_count(stream).await == 1
     })
     .await;
     stop.cancel();
@@ -1353,14 +1343,7 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
     wait_for(
         "two dead letters and nothing pending",
         Duration::from_secs(30),
-        || async move {
-            safesync::queue::dead_letters(&redis_client(), stream)
-                .await
-                .unwrap()
-                .len()
-                == 2
-                && pending(stream).await == 0
-        },
+        || async move { dead_letter_count(stream).await == 2 && pending(stream).await == 0 },
     )
     .await;
     let elapsed = started.elapsed();
@@ -1443,11 +1426,7 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
         Duration::from_secs(20),
         || async move {
             seen.total.load(Ordering::Relaxed) == 2
-                && safesync::queue::dead_letters(&redis_client(), stream)
-                    .await
-                    .unwrap()
-                    .len()
-                    == 2
+                && dead_letter_count(stream).await == 2
                 && pending(stream).await == 0
         },
     )

@@ -296,9 +296,9 @@ pub struct AdvisoryLock {
     /// Pings the connection (server backends; a file or in-process lock
     /// cannot be lost).
     watcher: Option<JoinHandle<()>>,
-    /// The loss channel's sender of an unwatched lock, kept so that `lost()`
-    /// stays pending.
-    _unwatched: Option<watch::Sender<bool>>,
+    /// The loss channel's sender (the watcher has a clone), kept so that
+    /// `lost()` stays pending while the lock is held.
+    _loss: watch::Sender<bool>,
     /// Released or dropped: the held time is recorded once.
     finished: bool,
     session_id: Option<i64>,
@@ -333,30 +333,22 @@ impl AdvisoryLock {
         let can_be_lost = session.needs_watch();
         let session = Arc::new(Mutex::new(Some(session)));
         let (tx, rx) = watch::channel(true);
-        let session_for_pings = Arc::clone(&session);
-        let lock_name = name.to_owned();
-        let lost_metrics = metrics.clone();
-        let (watcher, unwatched) = if can_be_lost {
-            (
-                Some(Self::watch(
-                    session_for_pings,
-                    tx,
-                    ping,
-                    lock_name,
-                    lost_metrics,
-                    metric_kind,
-                )),
-                None,
+        let watcher = can_be_lost.then(|| {
+            Self::watch(
+                Arc::clone(&session),
+                tx.clone(),
+                ping,
+                name.to_owned(),
+                metrics.clone(),
+                metric_kind,
             )
-        } else {
-            (None, Some(tx))
-        };
+        });
         AdvisoryLock {
             name: name.to_owned(),
             session,
             spare,
             held: rx,
-            _unwatched: unwatched,
+            _loss: tx,
             watcher,
             finished: false,
             session_id,

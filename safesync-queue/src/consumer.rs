@@ -230,18 +230,28 @@ async fn step(
         .block
         .min(until_claim)
         .max(Duration::from_millis(1));
-    // Entries sharing a transaction: a group per free slot.
-    let per_tx = if matches!(h.body(), crate::handler::Body::Tx(_)) {
-        shared.config.per_transaction
-    } else {
+    // A transactional handler's entries share transactions, a group per
+    // free slot; a plain handler's entries read ahead of the free slots
+    // are shared out among them, each slot's task handling its share in
+    // turn, as the slot would anyway, without a task per entry.
+    let plain = matches!(h.body(), crate::handler::Body::Plain(_));
+    let per_tx = if plain {
         1
+    } else {
+        shared.config.per_transaction
     };
-    let count = if per_tx > 1 { slots * per_tx } else { slots };
-    let entries = read(shared, r, stream, group, count, Some(block), ">", stop).await?;
-    // A plain handler's entries read ahead of the free slots are shared
-    // out among them: each slot's task handles its share one after
-    // another, as the slot would anyway, without a task per entry.
-    let per_task = if matches!(h.body(), crate::handler::Body::Plain(_)) {
+    let entries = read(
+        shared,
+        r,
+        stream,
+        group,
+        slots * per_tx,
+        Some(block),
+        ">",
+        stop,
+    )
+    .await?;
+    let per_task = if plain {
         entries
             .len()
             .div_ceil(shared.limit.available_permits().max(1))
@@ -261,11 +271,7 @@ async fn step(
         let Some(permit) = slot(&shared.limit, stop).await else {
             break;
         };
-        if group.len() > 1 {
-            process::dispatch_group(shared, group, permit);
-        } else if let Some(d) = group.into_iter().next() {
-            process::dispatch(shared, d, permit);
-        }
+        process::dispatch(shared, group, permit);
     }
     Ok(())
 }
@@ -318,7 +324,7 @@ async fn redeliver(
         let Some(permit) = slot(&shared.limit, stop).await else {
             break;
         };
-        process::dispatch(shared, d, permit);
+        process::dispatch(shared, vec![d], permit);
     }
     Ok(())
 }

@@ -205,33 +205,30 @@ pub(crate) async fn record_all(
     group: &str,
     ids: &[&str],
 ) -> Result<()> {
-    let inserted = match tx.dialect() {
-        #[cfg(feature = "sqlite")]
-        Dialect::Sqlite if tx.as_sqlite().is_some() => {
+    // `INSERT … VALUES (?, ?, ?), …` on SQLite and MySQL.
+    #[allow(unused_macros)] // reason: unused when neither backend is on
+    macro_rules! insert_values {
+        ($conn:expr) => {{
             let sql = insert_values(ids.len());
             let mut q = sqlx::query(&sql);
             for id in ids {
                 q = q.bind(stream).bind(group).bind(*id);
             }
-            let conn = tx.as_sqlite().ok_or_else(|| missing_backend("sqlite"))?;
-            q.execute(conn).await?.rows_affected()
+            q.execute($conn).await?.rows_affected()
+        }};
+    }
+    let inserted = 'done: {
+        #[cfg(feature = "sqlite")]
+        if let Some(conn) = tx.as_sqlite() {
+            break 'done insert_values!(conn);
         }
         #[cfg(feature = "mysql")]
-        Dialect::MySql if tx.as_mysql().is_some() => {
-            let sql = insert_values(ids.len());
-            let mut q = sqlx::query(&sql);
-            for id in ids {
-                q = q.bind(stream).bind(group).bind(*id);
-            }
-            let conn = tx.as_mysql().ok_or_else(|| missing_backend("mysql"))?;
-            q.execute(conn).await?.rows_affected()
+        if let Some(conn) = tx.as_mysql() {
+            break 'done insert_values!(conn);
         }
         #[cfg(feature = "postgres")]
-        Dialect::Postgres if tx.as_postgres().is_some() => {
-            let conn = tx
-                .as_postgres()
-                .ok_or_else(|| missing_backend("postgres"))?;
-            sqlx::query(
+        if let Some(conn) = tx.as_postgres() {
+            break 'done sqlx::query(
                 "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
                  SELECT $1, $2, unnest($3::text[])",
             )
@@ -240,9 +237,9 @@ pub(crate) async fn record_all(
             .bind(ids)
             .execute(conn)
             .await?
-            .rows_affected()
+            .rows_affected();
         }
-        other => return Err(unsupported(other)),
+        return Err(unsupported(tx.dialect()));
     };
     if inserted == ids.len() as u64 {
         Ok(())
@@ -264,13 +261,6 @@ fn insert_values(rows: usize) -> String {
         sql.push_str(", (?, ?, ?)");
     }
     sql
-}
-
-#[allow(dead_code)] // reason: unused when no backend feature of this crate is on
-fn missing_backend(backend: &str) -> Error {
-    Error::Config(format!(
-        "the queue ledger on {backend} needs the `{backend}` feature of safesync-queue"
-    ))
 }
 
 #[allow(dead_code)] // reason: unused when no backend feature of this crate is on

@@ -30,46 +30,6 @@ pub(crate) struct Delivery {
     pub(crate) deliveries: u64,
 }
 
-/// Starts handling `d` in a task of its own, holding `permit` until done.
-/// An entry already being handled here is left alone.
-pub(crate) fn dispatch(shared: &Arc<Shared>, d: Delivery, permit: OwnedSemaphorePermit) {
-    let key = in_flight_key(d.handler, &d.entry.id);
-    let newly = shared
-        .in_flight
-        .lock()
-        .map_or(true, |mut set| set.insert(key));
-    if !newly {
-        return;
-    }
-    let h = &shared.handlers[d.handler];
-    Stats::add(&shared.stats.read, 1);
-    shared.labels[d.handler].add(Count::Read, 1);
-    let span = tracing::info_span!(
-        "safesync.queue.message",
-        stream = h.stream(),
-        group = h.group(),
-        id = %d.entry.id,
-        deliveries = d.deliveries,
-    );
-    let shared = Arc::clone(shared);
-    shared.tracker.clone().spawn(
-        async move {
-            let _permit = permit;
-            tokio::select! {
-                () = process(&shared, d) => {}
-                () = shared.abort.cancelled() => {
-                    Stats::add(&shared.stats.abandoned, 1);
-                    tracing::warn!("handler cancelled at the drain deadline; the entry stays pending");
-                }
-            }
-            if let Ok(mut set) = shared.in_flight.lock() {
-                set.remove(&key);
-            }
-        }
-        .instrument(span),
-    );
-}
-
 /// The key of entry `id` of `handler` among those in flight: its id's two
 /// numbers (`<ms>-<seq>`, what Redis always sends), so that tracking an
 /// entry allocates nothing; any other text is hashed.
@@ -93,21 +53,25 @@ fn in_flight_key(handler: usize, id: &str) -> InFlightKey {
     }
 }
 
-/// Starts handling the new entries `group` of one handler in a task of its
-/// own, holding `permit` until done: a transactional handler's in one
-/// shared transaction (see
+/// Starts handling `group` (entries of one handler; most often one) in a
+/// task of its own, holding `permit` until done: one entry alone, several
+/// of a transactional handler in one shared transaction (see
 /// [`Worker::messages_per_transaction`](crate::Worker::messages_per_transaction)),
-/// a plain handler's one after another. Entries already being handled here are
-/// left alone.
-pub(crate) fn dispatch_group(
-    shared: &Arc<Shared>,
-    group: Vec<Delivery>,
-    permit: OwnedSemaphorePermit,
-) {
+/// several of a plain handler one after another. Entries already being
+/// handled here are left alone.
+pub(crate) fn dispatch(shared: &Arc<Shared>, group: Vec<Delivery>, permit: OwnedSemaphorePermit) {
+    let mut keys = Vec::with_capacity(group.len());
     let group: Vec<Delivery> = match shared.in_flight.lock() {
         Ok(mut set) => group
             .into_iter()
-            .filter(|d| set.insert(in_flight_key(d.handler, &d.entry.id)))
+            .filter(|d| {
+                let key = in_flight_key(d.handler, &d.entry.id);
+                let new = set.insert(key);
+                if new {
+                    keys.push(key);
+                }
+                new
+            })
             .collect(),
         Err(_) => group,
     };
@@ -118,16 +82,13 @@ pub(crate) fn dispatch_group(
     Stats::add(&shared.stats.read, n);
     shared.labels[index].add(Count::Read, n);
     let span = tracing::info_span!(
-        "safesync.queue.messages",
+        "safesync.queue.message",
         stream = h.stream(),
         group = h.group(),
-        first = %first.entry.id,
+        id = %first.entry.id,
+        deliveries = first.deliveries,
         count = n,
     );
-    let keys: Vec<InFlightKey> = group
-        .iter()
-        .map(|d| in_flight_key(d.handler, &d.entry.id))
-        .collect();
     let shared = Arc::clone(shared);
     shared.tracker.clone().spawn(
         async move {
@@ -268,16 +229,19 @@ fn succeeded(shared: &Shared, d: Delivery, done: Done, latency: std::time::Durat
     }
 }
 
-/// New entries of one transactional handler in one shared transaction:
-/// begin, one ledger statement for all, each handler in turn, one commit,
-/// then every ack. When anything fails, the transaction rolls back and
-/// each entry is handled alone ([`process`]), so no effect is lost or
-/// doubled.
-async fn process_group(shared: &Shared, group: Vec<Delivery>) {
-    let Some(index) = group.first().map(|d| d.handler) else {
+/// One entry: [`process`]. Several of a plain handler: each in turn.
+/// Several of a transactional handler: one shared transaction — begin, one
+/// ledger statement for all, each handler in turn, one commit, then every
+/// ack. When anything fails, the transaction rolls back and each entry is
+/// handled alone ([`process`]), so no effect is lost or doubled.
+async fn process_group(shared: &Shared, mut group: Vec<Delivery>) {
+    if group.len() <= 1 {
+        if let Some(d) = group.pop() {
+            process(shared, d).await;
+        }
         return;
-    };
-    let h = &*shared.handlers[index];
+    }
+    let h = &*shared.handlers[group[0].handler];
     let Body::Tx(body) = h.body() else {
         for d in group {
             process(shared, d).await;
