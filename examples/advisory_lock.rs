@@ -79,7 +79,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
-        Err(Error::LockTimeout { name, waited }) => {
+        Err(Error::LockTimeout { name, waited, .. }) => {
             println!("[{me}] another copy is running `{name}`; gave up after {waited:?}");
             Ok(())
         }

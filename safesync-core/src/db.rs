@@ -1,21 +1,17 @@
 //! Connecting, and running transactions.
 
-#[cfg(any(feature = "sqlite", feature = "mysql"))]
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
-#[cfg(feature = "sqlite")]
-use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
-use crate::advisory::SpareConns;
-use crate::dialect::Dialect;
+use crate::backend::{Backend, BackendPool, Dialect, Pool, for_each_backend, on_pool};
 use crate::error::{Error, Result};
+use crate::lock::SpareConns;
 use crate::metrics::Metrics;
 use crate::redact::redact_url;
 use crate::retry::RetryPolicy;
-use crate::tx::{Tx, TxInner};
+use crate::tx::Tx;
 
 /// Pool settings for [`Db::connect_with`].
 ///
@@ -34,6 +30,7 @@ pub struct DbOptions {
     min_connections: u32,
     acquire_timeout: Duration,
     busy_timeout: Duration,
+    lock_timeout: Duration,
     idle_lock_connections: usize,
     metrics: Option<Metrics>,
 }
@@ -41,16 +38,35 @@ pub struct DbOptions {
 /// Named-lock connections kept idle by default.
 const DEFAULT_IDLE_LOCK_CONNECTIONS: usize = 8;
 
+/// How long a row lock (and SQLite's write lock) is waited for by default.
+const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait any setting may ask for: `i32::MAX` milliseconds (about
+/// 24.8 days), the largest that SQLite's busy handler and PostgreSQL's
+/// `lock_timeout` take.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// `Err(Error::Config)` naming `setting` when `d` is over [`MAX_WAIT`].
+pub(crate) fn check_wait(setting: &str, d: Duration) -> Result<()> {
+    if d > MAX_WAIT {
+        return Err(Error::Config(format!(
+            "{setting} of {d:?} is over the longest supported wait, {MAX_WAIT:?} (about 24.8 days)"
+        )));
+    }
+    Ok(())
+}
+
 impl Default for DbOptions {
     /// sqlx's pool size (10; 1 for an in-memory SQLite database, whose
     /// connections would otherwise each see a database of their own), a 10 s
-    /// acquire timeout and a 10 s SQLite busy timeout.
+    /// acquire timeout, a 10 s SQLite busy timeout and a 10 s lock timeout.
     fn default() -> Self {
         DbOptions {
             max_connections: None,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
             busy_timeout: Duration::from_secs(10),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
             idle_lock_connections: DEFAULT_IDLE_LOCK_CONNECTIONS,
             metrics: None,
         }
@@ -80,10 +96,41 @@ impl DbOptions {
     }
 
     /// SQLite only: how long a statement waits for another process's
-    /// write lock before failing with "database is locked".
+    /// write lock before failing with "database is locked". At most about
+    /// 24.8 days: a longer one is [`Error::Config`] when connecting.
     #[must_use]
     pub fn busy_timeout(mut self, d: Duration) -> Self {
         self.busy_timeout = d;
+        self
+    }
+
+    #[allow(dead_code)] // reason: only SQLite has a busy timeout
+    pub(crate) fn busy_timeout_value(&self) -> Duration {
+        self.busy_timeout
+    }
+
+    /// How long a row lock is waited for (default 10 s); then the call
+    /// fails with [`Error::LockTimeout`] naming the table and key. At most
+    /// about 24.8 days: a longer one is [`Error::Config`] when connecting.
+    ///
+    /// | backend | what is bounded | after the timeout |
+    /// |---|---|---|
+    /// | PostgreSQL | `lock`, `update`/`delete` of a locked row (`SET LOCAL lock_timeout` sent with `BEGIN`, one round trip) | the transaction is aborted: roll it back |
+    /// | MySQL/MariaDB | the same (`SET SESSION innodb_lock_wait_timeout`, whole seconds rounded up, sent with `BEGIN`) | only the statement is rolled back: the transaction stays usable |
+    /// | SQLite | [`Db::begin`] waiting for this `Db`'s other transactions (SQLite has no row locks: a transaction holds the write lock from `begin`) | nothing began |
+    ///
+    /// [`RetryPolicy`] retries it only with
+    /// [`retry_lock_timeouts`](RetryPolicy::retry_lock_timeouts). Named
+    /// locks have their own timeout, given with each call.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = safesync_core::DbOptions::default().lock_timeout(Duration::from_secs(2));
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn lock_timeout(mut self, d: Duration) -> Self {
+        self.lock_timeout = d;
         self
     }
 
@@ -120,23 +167,19 @@ impl DbOptions {
         self
     }
 
-    #[cfg(any(feature = "sqlite", feature = "mysql", feature = "postgres"))]
+    /// `Err(Error::Config)` naming a setting no backend can honour.
+    fn check(&self) -> Result<()> {
+        check_wait("`DbOptions::busy_timeout`", self.busy_timeout)?;
+        check_wait("`DbOptions::lock_timeout`", self.lock_timeout)?;
+        check_wait("`DbOptions::acquire_timeout`", self.acquire_timeout)
+    }
+
     fn pool<DB: sqlx::Database>(&self, default_max: u32) -> sqlx::pool::PoolOptions<DB> {
         sqlx::pool::PoolOptions::new()
             .max_connections(self.max_connections.unwrap_or(default_max))
             .min_connections(self.min_connections)
             .acquire_timeout(self.acquire_timeout)
     }
-}
-
-#[derive(Debug, Clone)]
-enum Pool {
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::SqlitePool),
-    #[cfg(feature = "mysql")]
-    MySql(sqlx::MySqlPool),
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::PgPool),
 }
 
 /// A database: a connection pool on SQLite, MySQL/MariaDB or PostgreSQL,
@@ -157,45 +200,11 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: Pool,
-    /// SQLite: transactions of this `Db` queue here for the write lock.
-    #[cfg(feature = "sqlite")]
-    gate: Option<Arc<Mutex<()>>>,
     metrics: Metrics,
     /// Named-lock connections holding no lock, kept for reuse.
     lock_conns: SpareConns,
-    /// MySQL: per table, whether its primary key is the record's key.
-    #[cfg(feature = "mysql")]
-    primary_keys: PrimaryKeys,
-}
-
-/// MySQL: per (schema, table), whether the primary key is exactly the
-/// record's key, so that a duplicate on `PRIMARY` needs no probe.
-#[cfg(feature = "mysql")]
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PrimaryKeys(Arc<std::sync::Mutex<std::collections::HashMap<TableName, bool>>>);
-
-/// A table's optional schema and its name.
-#[cfg(feature = "mysql")]
-type TableName = (Option<&'static str>, &'static str);
-
-#[cfg(feature = "mysql")]
-impl PrimaryKeys {
-    pub(crate) fn get(&self, schema: Option<&'static str>, table: &'static str) -> Option<bool> {
-        self.0.lock().ok()?.get(&(schema, table)).copied()
-    }
-
-    pub(crate) fn set(&self, schema: Option<&'static str>, table: &'static str, same: bool) {
-        if let Ok(mut map) = self.0.lock() {
-            map.insert((schema, table), same);
-        }
-    }
-}
-
-#[cfg(not(all(feature = "sqlite", feature = "mysql", feature = "postgres")))]
-fn unsupported(scheme: &str, feature: &str) -> Error {
-    Error::Config(format!(
-        "`{scheme}` URLs need the `{feature}` feature of safesync, which is not enabled"
-    ))
+    /// Bound of every row-lock wait (and SQLite's write-lock wait).
+    lock_timeout: Duration,
 }
 
 impl Db {
@@ -211,126 +220,79 @@ impl Db {
 
     /// [`Db::connect`] with pool settings.
     pub async fn connect_with(url: &str, options: DbOptions) -> Result<Db> {
+        options.check()?;
         let scheme = url.split(':').next().unwrap_or_default();
         let redacted = redact_url(url);
-        let bad_url = |e: sqlx::Error| {
+        macro_rules! connect_arms {
+            ([] $(($feature:literal, $variant:ident, $db:ty, [$($scheme:literal),*], $codec:ident))*) => {
+                $(
+                    #[cfg(feature = $feature)]
+                    if [$($scheme),*].contains(&scheme) {
+                        return Db::connect_on::<$db>(url, &redacted, &options).await;
+                    }
+                )*
+            };
+        }
+        for_each_backend!(connect_arms! {});
+        Err(Error::Config(
+            match crate::backend::scheme_feature(scheme) {
+                Some(feature) => format!(
+                    "`{scheme}` URLs need the `{feature}` feature of safesync, which is not enabled"
+                ),
+                None => format!(
+                    "unsupported database URL `{redacted}`: expected it to start with \
+                 `sqlite:`, `mysql://`, `mariadb://` or `postgres://`"
+                ),
+            },
+        ))
+    }
+
+    /// Connects to backend `B`.
+    async fn connect_on<B: Backend>(url: &str, redacted: &str, options: &DbOptions) -> Result<Db>
+    where
+        Pool: From<BackendPool<B>>,
+    {
+        let (opts, default_max) = B::connect_options(url, options).map_err(|e| {
             Error::Config(format!(
                 "cannot parse database URL `{redacted}`: {}",
-                e.to_string().replace(url, &redacted)
+                e.to_string().replace(url, redacted)
             ))
-        };
-        let connect_err = |source| Error::Connect {
-            url: redacted.clone(),
-            source,
-        };
-        let _ = (&options, &bad_url, &connect_err);
-        match scheme {
-            "sqlite" => {
-                #[cfg(feature = "sqlite")]
-                {
-                    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
-                    use std::str::FromStr;
-                    let memory = url.contains(":memory:") || url.contains("mode=memory");
-                    let mut opts = SqliteConnectOptions::from_str(url)
-                        .map_err(bad_url)?
-                        .create_if_missing(true)
-                        .busy_timeout(options.busy_timeout);
-                    if !memory {
-                        opts = opts.journal_mode(SqliteJournalMode::Wal);
-                    }
-                    let pool = options
-                        .pool(if memory { 1 } else { 4 })
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::Sqlite(pool), &options))
-                }
-                #[cfg(not(feature = "sqlite"))]
-                Err(unsupported(scheme, "sqlite"))
-            }
-            "mysql" | "mariadb" => {
-                #[cfg(feature = "mysql")]
-                {
-                    use std::str::FromStr;
-                    let fixed = url.replacen("mariadb:", "mysql:", 1);
-                    let opts =
-                        sqlx::mysql::MySqlConnectOptions::from_str(&fixed).map_err(bad_url)?;
-                    let pool = options
-                        .pool(10)
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::MySql(pool), &options))
-                }
-                #[cfg(not(feature = "mysql"))]
-                Err(unsupported(scheme, "mysql"))
-            }
-            "postgres" | "postgresql" => {
-                #[cfg(feature = "postgres")]
-                {
-                    use std::str::FromStr;
-                    let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(bad_url)?;
-                    let pool = options
-                        .pool(10)
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
-                    Ok(Db::wrap(Pool::Postgres(pool), &options))
-                }
-                #[cfg(not(feature = "postgres"))]
-                Err(unsupported(scheme, "postgres"))
-            }
-            _ => Err(Error::Config(format!(
-                "unsupported database URL `{redacted}`: expected it to start with \
-                 `sqlite:`, `mysql://`, `mariadb://` or `postgres://`"
-            ))),
-        }
+        })?;
+        let pool = options
+            .pool::<B>(default_max)
+            .connect_with(opts)
+            .await
+            .map_err(|source| Error::Connect {
+                url: redacted.to_owned(),
+                source,
+            })?;
+        Ok(Db::wrap(Pool::from(BackendPool::new(pool)), options))
     }
 
     /// A `Db` on `pool`, with the settings of `options` that are not the
     /// pool's.
-    fn wrap(pool: Pool, options: &DbOptions) -> Db {
+    pub(crate) fn wrap(pool: Pool, options: &DbOptions) -> Db {
         Db {
-            #[cfg(feature = "sqlite")]
-            gate: matches!(pool, Pool::Sqlite(_)).then(|| Arc::new(Mutex::new(()))),
             pool,
             metrics: options.metrics.clone().unwrap_or_else(Metrics::global),
             lock_conns: SpareConns::new(options.idle_lock_connections),
-            #[cfg(feature = "mysql")]
-            primary_keys: PrimaryKeys::default(),
+            lock_timeout: options.lock_timeout,
         }
     }
 
-    /// MySQL: what is known of tables' primary keys.
-    #[cfg(feature = "mysql")]
-    pub(crate) fn primary_keys(&self) -> &PrimaryKeys {
-        &self.primary_keys
+    /// The pool, on its backend.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The bound of row-lock waits ([`DbOptions::lock_timeout`]).
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Named-lock connections kept for reuse.
     pub(crate) fn lock_conns(&self) -> &SpareConns {
         &self.lock_conns
-    }
-
-    /// Wraps an existing SQLite pool (its transactions become `BEGIN IMMEDIATE`).
-    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
-    #[cfg(feature = "sqlite")]
-    pub fn from_sqlite_pool(pool: sqlx::SqlitePool) -> Db {
-        Db::wrap(Pool::Sqlite(pool), &DbOptions::default())
-    }
-
-    /// Wraps an existing MySQL/MariaDB pool.
-    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
-    #[cfg(feature = "mysql")]
-    pub fn from_mysql_pool(pool: sqlx::MySqlPool) -> Db {
-        Db::wrap(Pool::MySql(pool), &DbOptions::default())
-    }
-
-    /// Wraps an existing PostgreSQL pool.
-    /// It records into [`Metrics::global`]; see [`Db::with_metrics`].
-    #[cfg(feature = "postgres")]
-    pub fn from_pg_pool(pool: sqlx::PgPool) -> Db {
-        Db::wrap(Pool::Postgres(pool), &DbOptions::default())
     }
 
     /// This `Db`, recording its metrics into `metrics` from now on
@@ -351,6 +313,27 @@ impl Db {
         self
     }
 
+    /// This `Db`, bounding row-lock waits (and SQLite's write-lock wait)
+    /// by `timeout` from now on ([`DbOptions::lock_timeout`]; for a pool
+    /// wrapped with `Db::from_*_pool`). Over about 24.8 days is
+    /// [`Error::Config`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    ///
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let db = db.with_lock_timeout(Duration::from_secs(2))?;
+    /// assert!(db.clone().with_lock_timeout(Duration::MAX).is_err());
+    /// # let _ = db;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Result<Db> {
+        check_wait("`Db::with_lock_timeout`", timeout)?;
+        self.lock_timeout = timeout;
+        Ok(self)
+    }
+
     /// The metrics this `Db` records into.
     ///
     /// ```
@@ -366,44 +349,7 @@ impl Db {
 
     /// The backend's SQL dialect.
     pub fn dialect(&self) -> Dialect {
-        match self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(_) => Dialect::Sqlite,
-            #[cfg(feature = "mysql")]
-            Pool::MySql(_) => Dialect::MySql,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    /// The underlying SQLite pool, for queries of your own.
-    #[cfg(feature = "sqlite")]
-    pub fn as_sqlite(&self) -> Option<&sqlx::SqlitePool> {
-        match &self.pool {
-            Pool::Sqlite(p) => Some(p),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    /// The underlying MySQL pool, for queries of your own.
-    #[cfg(feature = "mysql")]
-    pub fn as_mysql(&self) -> Option<&sqlx::MySqlPool> {
-        match &self.pool {
-            Pool::MySql(p) => Some(p),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    /// The underlying PostgreSQL pool, for queries of your own.
-    #[cfg(feature = "postgres")]
-    pub fn as_postgres(&self) -> Option<&sqlx::PgPool> {
-        match &self.pool {
-            Pool::Postgres(p) => Some(p),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+        on_pool!(&self.pool, |_p, DB| <DB as Backend>::DIALECT)
     }
 
     /// Begins a transaction. Dropping it without `commit` rolls it back.
@@ -417,21 +363,15 @@ impl Db {
             dialect = ?self.dialect(),
             outcome = tracing::field::Empty,
         );
+        let timeout = self.lock_timeout;
         let (inner, gate) = async {
-            Ok::<_, Error>(match &self.pool {
-                #[cfg(feature = "sqlite")]
-                Pool::Sqlite(p) => {
-                    let gate = match &self.gate {
-                        Some(g) => Some(Arc::clone(g).lock_owned().await),
-                        None => None,
-                    };
-                    let t = p.begin_with("BEGIN IMMEDIATE").await?;
-                    (TxInner::Sqlite(t), gate)
-                }
-                #[cfg(feature = "mysql")]
-                Pool::MySql(p) => (TxInner::MySql(p.begin().await?), None),
-                #[cfg(feature = "postgres")]
-                Pool::Postgres(p) => (TxInner::Postgres(p.begin().await?), None),
+            on_pool!(&self.pool, |p, DB| {
+                let gate = <DB as Backend>::write_gate(&p.state, timeout).await?;
+                let t = p
+                    .pool
+                    .begin_with(<DB as Backend>::begin_sql(timeout))
+                    .await?;
+                Ok::<_, Error>((crate::backend::TxInner::from(t), gate))
             })
         }
         .instrument(span.clone())
@@ -548,34 +488,27 @@ impl Db {
     /// Runs SQL with no parameters (several statements allowed) outside any
     /// transaction; returns the rows affected. Meant for DDL and migrations.
     pub async fn execute(&self, sql: &str) -> Result<u64> {
-        let q = sqlx::raw_sql(sql);
-        let done = match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => {
-                let _gate = match &self.gate {
-                    Some(g) => Some(g.lock().await),
-                    None => None,
-                };
-                q.execute(p).await?.rows_affected()
-            }
-            #[cfg(feature = "mysql")]
-            Pool::MySql(p) => q.execute(p).await?.rows_affected(),
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => q.execute(p).await?.rows_affected(),
-        };
-        Ok(done)
+        on_pool!(&self.pool, |p, DB| execute_on(p, sql, self.lock_timeout)
+            .await)
     }
 
     /// Closes every pooled connection, and the idle named-lock connections.
     pub async fn close(&self) {
         self.lock_conns.clear();
-        match &self.pool {
-            #[cfg(feature = "sqlite")]
-            Pool::Sqlite(p) => p.close().await,
-            #[cfg(feature = "mysql")]
-            Pool::MySql(p) => p.close().await,
-            #[cfg(feature = "postgres")]
-            Pool::Postgres(p) => p.close().await,
-        }
+        on_pool!(&self.pool, |p, DB| p.pool.close().await);
     }
+}
+
+/// [`Db::execute`] on backend `B`, behind its write gate if it has one.
+async fn execute_on<B: Backend>(
+    p: &BackendPool<B>,
+    sql: &str,
+    gate_timeout: Duration,
+) -> Result<u64>
+where
+    for<'c> &'c mut B::Connection: sqlx::Executor<'c, Database = B>,
+{
+    let _gate = B::write_gate(&p.state, gate_timeout).await?;
+    let done = sqlx::raw_sql(sql).execute(&p.pool).await?;
+    Ok(B::rows_affected(&done))
 }

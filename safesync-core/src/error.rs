@@ -69,13 +69,36 @@ pub enum Error {
         key: String,
     },
 
-    /// A named lock could not be taken within its timeout.
-    #[error("named lock `{name}` is held elsewhere; gave up after {waited:?}")]
+    /// A lock could not be taken within its timeout: a named lock
+    /// ([`Db::advisory_lock`](crate::Db::advisory_lock)), a row
+    /// ([`Locked::lock`](crate::Locked::lock), bounded by
+    /// [`DbOptions::lock_timeout`](crate::DbOptions::lock_timeout)) or
+    /// SQLite's write lock at [`Db::begin`](crate::Db::begin).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use safesync_core::{Error, LockWait};
+    ///
+    /// let err = Error::LockTimeout {
+    ///     name: "`accounts` key 7".into(),
+    ///     waited: Duration::from_secs(10),
+    ///     what: LockWait::Row,
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "row of `accounts` key 7 is locked by another transaction; gave up after 10s"
+    /// );
+    /// ```
+    #[error("{}", LockTimeoutDisplay { name, waited: *waited, what: *what })]
     LockTimeout {
-        /// The lock's name.
+        /// The named lock's name; for a row, its table and key
+        /// (`` `accounts` key 7 ``); for SQLite's write lock,
+        /// `SQLite write lock`.
         name: String,
         /// How long the caller waited.
         waited: Duration,
+        /// What was waited for.
+        what: LockWait,
     },
 
     /// A named lock that was held has been lost (its connection died).
@@ -150,6 +173,44 @@ pub enum Error {
     },
 }
 
+/// What an [`Error::LockTimeout`] waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LockWait {
+    /// A named (advisory) lock.
+    Named,
+    /// A row lock (`lock`, or a write to a row another transaction holds).
+    Row,
+    /// SQLite's write lock, held by another transaction of the same `Db`.
+    WriteLock,
+}
+
+struct LockTimeoutDisplay<'a> {
+    name: &'a str,
+    waited: Duration,
+    what: LockWait,
+}
+
+impl fmt::Display for LockTimeoutDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, waited) = (self.name, self.waited);
+        match self.what {
+            LockWait::Named => write!(
+                f,
+                "named lock `{name}` is held elsewhere; gave up after {waited:?}"
+            ),
+            LockWait::Row => write!(
+                f,
+                "row of {name} is locked by another transaction; gave up after {waited:?}"
+            ),
+            LockWait::WriteLock => write!(
+                f,
+                "the {name} is held by another transaction of this `Db`; gave up after {waited:?}"
+            ),
+        }
+    }
+}
+
 struct NotFoundDisplay<'a> {
     table: Option<&'static str>,
     key: Option<&'a str>,
@@ -196,25 +257,34 @@ impl Error {
         match self {
             Error::Conflict { .. } => true,
             Error::Database(e) => matches!(
-                crate::dialect::classify(e),
-                Some(crate::dialect::DbErrorKind::Deadlock | crate::dialect::DbErrorKind::Busy)
+                crate::backend::classify(e),
+                Some(crate::backend::DbErrorKind::Deadlock | crate::backend::DbErrorKind::Busy)
             ),
             _ => false,
         }
     }
 
-    /// True when the database gave up waiting for a row lock
-    /// (MySQL 1205, Postgres 55P03).
+    /// True when a row lock or SQLite's write lock was waited for in vain:
+    /// an [`Error::LockTimeout`] of a row or the write lock, or the
+    /// database's own lock-wait error (MySQL 1205, Postgres 55P03). A named
+    /// lock's timeout is not one: it is not about the transaction.
     ///
     /// ```
-    /// # use safesync_core::Error;
+    /// # use safesync_core::{Error, LockWait};
     /// assert!(!Error::not_found().is_lock_wait_timeout());
+    /// let row = Error::LockTimeout {
+    ///     name: "`t` key 1".into(),
+    ///     waited: std::time::Duration::from_secs(1),
+    ///     what: LockWait::Row,
+    /// };
+    /// assert!(row.is_lock_wait_timeout());
     /// ```
     pub fn is_lock_wait_timeout(&self) -> bool {
-        matches!(self, Error::Database(e) if matches!(
-            crate::dialect::classify(e),
-            Some(crate::dialect::DbErrorKind::LockWaitTimeout | crate::dialect::DbErrorKind::LockNotAvailable)
-        ))
+        match self {
+            Error::LockTimeout { what, .. } => *what != LockWait::Named,
+            Error::Database(e) => crate::backend::is_lock_wait_timeout(e),
+            _ => false,
+        }
     }
 
     /// The innermost error: the last attempt's error for

@@ -19,21 +19,24 @@
 #[cfg(not(any(feature = "sqlite", feature = "mysql", feature = "postgres")))]
 compile_error!("safesync needs at least one backend feature: `sqlite`, `mysql` or `postgres`");
 
-mod advisory;
+mod backend;
+mod backoff;
 mod db;
-mod dialect;
 mod error;
+mod ledger;
+mod lock;
 mod metrics;
 mod ops;
 mod record;
 mod redact;
 mod retry;
+mod sql;
 mod tx;
 
-pub use advisory::{AdvisoryLock, LockOptions, advisory_key};
+pub use backend::Dialect;
 pub use db::{Db, DbOptions};
-pub use dialect::Dialect;
-pub use error::{Error, Result};
+pub use error::{Error, LockWait, Result};
+pub use lock::{AdvisoryLock, LockOptions, advisory_key};
 pub use metrics::Metrics;
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
@@ -42,9 +45,15 @@ pub use tx::Tx;
 /// Items the derive macros' generated code names. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::backoff::Backoff;
     pub use crate::record::{
         Codecs, RowCodec, Statements, TableMeta, VersionInt, VersionedDerived,
     };
+    /// The queue ledger's SQL on a `Db`'s backend.
+    pub mod ledger {
+        pub use crate::ledger::{ddl, insert, insert_all, prune_sql};
+    }
+    pub use crate::redact::redact_url;
     pub use crate::{Locked, Table, Versioned};
     pub use futures_core::future::BoxFuture;
     pub use prometheus;

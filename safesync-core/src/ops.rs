@@ -6,11 +6,12 @@ use std::time::Instant;
 use sqlx::{Arguments as _, Database, Executor as _};
 use tracing::Instrument as _;
 
-use crate::dialect::{DbErrorKind, Sql, classify};
-use crate::error::{Error, Result};
+use crate::backend::{Backend, DbErrorKind, classify, on_tx, on_tx_backend};
+use crate::error::{Error, LockWait, Result};
 use crate::metrics::{WriteOp, WriteOutcome};
 use crate::record::{Inserted, Record, RowCodec, Table};
-use crate::tx::{Tx, on_tx};
+use crate::sql::Sql;
+use crate::tx::Tx;
 
 /// Marks a `NOWAIT` fetch, whose lock failure is [`Error::LockBusy`].
 pub(crate) struct Nowait;
@@ -21,6 +22,25 @@ fn encode_err(e: sqlx::error::BoxDynError) -> Error {
 
 fn key_of<T: Table>(key: &T::Key) -> String {
     format!("{key:?}")
+}
+
+/// The statements of `T` on the transaction's backend; `Error::Config`
+/// when `T::META` cannot describe a record.
+fn statements<T: Record>(tx: &Tx<'_>) -> Result<&'static Sql> {
+    on_tx_backend!(tx, |DB| T::statements().get::<DB>(T::META))
+}
+
+/// A row-lock wait that gave up, as [`Error::LockTimeout`] naming the
+/// table and key; any other error as it is.
+fn row_lock_timeout<T: Table>(tx: &Tx<'_>, key: impl FnOnce() -> String, err: Error) -> Error {
+    match err {
+        Error::Database(e) if crate::backend::is_lock_wait_timeout(&e) => Error::LockTimeout {
+            name: format!("`{}` key {}", T::META.table, key()),
+            waited: tx.db.lock_timeout(),
+            what: LockWait::Row,
+        },
+        other => other,
+    }
 }
 
 /// A record's key for a span field, formatted only if a subscriber reads it.
@@ -56,7 +76,7 @@ pub(crate) async fn fetch<T: Record>(
     pick: fn(&Sql) -> &String,
     nowait: Option<Nowait>,
 ) -> Result<Option<T>> {
-    let stmts = T::statements().get(tx.dialect(), T::META);
+    let stmts = statements::<T>(tx)?;
     let sql = pick(stmts);
     let table = T::META.table;
     let Some(kind) = row_lock_kind(stmts, sql) else {
@@ -100,8 +120,8 @@ async fn fetch_row<T: Record>(
     sql: &str,
     nowait: Option<Nowait>,
 ) -> Result<Option<T>> {
-    let savepoint = nowait.is_some() && tx.dialect() == crate::Dialect::Postgres;
     let result: Result<Option<T>> = on_tx!(tx, |conn, DB| {
+        let savepoint = nowait.is_some() && <DB as Backend>::ERROR_ABORTS_TRANSACTION;
         if savepoint {
             // A failed statement aborts a Postgres transaction; the savepoint
             // keeps it usable after LockBusy, as it is on MySQL.
@@ -128,22 +148,21 @@ async fn fetch_row<T: Record>(
     });
     match result {
         Err(Error::Database(e)) if nowait.is_some() => match classify(&e) {
-            Some(DbErrorKind::LockNotAvailable | DbErrorKind::LockWaitTimeout) => {
-                Err(Error::LockBusy {
-                    table: T::META.table,
-                    key: key_of::<T>(key),
-                })
-            }
+            Some(DbErrorKind::LockWaitTimeout) => Err(Error::LockBusy {
+                table: T::META.table,
+                key: key_of::<T>(key),
+            }),
             _ => Err(Error::Database(e)),
         },
-        other => other,
+        Err(e) => Err(row_lock_timeout::<T>(tx, || key_of::<T>(key), e)),
+        ok => ok,
     }
 }
 
 /// Runs the record's key probe: `Ok(None)` when the row is absent,
 /// `Ok(Some(version))` when present (0 for records without a version).
-async fn probe<T: Record>(tx: &mut Tx<'_>, record: &T) -> Result<Option<i64>> {
-    let sql = T::statements().get(tx.dialect(), T::META).probe.as_str();
+pub(crate) async fn probe<T: Record>(tx: &mut Tx<'_>, record: &T) -> Result<Option<i64>> {
+    let sql = statements::<T>(tx)?.probe.as_str();
     let versioned = T::META.version.is_some();
     on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();
@@ -175,13 +194,13 @@ where
 }
 
 async fn run_insert<T: Record>(record: &T, tx: &mut Tx<'_>, idempotent: bool) -> Result<u64> {
-    let stmts = T::statements().get(tx.dialect(), T::META);
+    let stmts = statements::<T>(tx)?;
     let sql = if idempotent {
         stmts.insert_idempotent.as_str()
     } else {
         stmts.insert.as_str()
     };
-    on_tx!(tx, |conn, DB| {
+    let rows: Result<u64> = on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();
         args.reserve(T::META.columns.len(), 0);
         <T as RowCodec<DB>>::bind_all(record, &mut args).map_err(encode_err)?;
@@ -189,7 +208,8 @@ async fn run_insert<T: Record>(record: &T, tx: &mut Tx<'_>, idempotent: bool) ->
             .execute(sqlx::query_with(sql, args))
             .await?
             .rows_affected())
-    })
+    });
+    rows.map_err(|e| row_lock_timeout::<T>(tx, || record.key_debug(), e))
 }
 
 /// The `safesync.record` span of a write.
@@ -266,61 +286,21 @@ async fn insert_idempotent_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result
         // ON CONFLICT (key) DO NOTHING: 0 rows means this key existed.
         Ok(0) => Ok(Inserted::AlreadyExists),
         Ok(_) => Ok(Inserted::Inserted),
-        // MySQL: a plain INSERT failed with 1062. Only a duplicate of *this*
-        // key counts; another unique index's violation stays an error.
+        // A plain INSERT (no conflict target) failed with a duplicate:
+        // only a duplicate of *this* key counts; another unique index's
+        // violation stays an error.
         Err(Error::Database(e)) if classify(&e) == Some(DbErrorKind::Duplicate) => {
-            #[cfg(feature = "mysql")]
-            if tx.dialect() == crate::Dialect::MySql {
-                // A duplicate on PRIMARY, when the primary key is exactly
-                // the record's key, is this key: no probe needed.
-                let on_primary = e
-                    .as_database_error()
-                    .and_then(|d| crate::dialect::mysql::duplicate_key_name(d.message()))
-                    == Some("PRIMARY");
-                if (on_primary && key_is_primary::<T>(tx).await?)
-                    || probe(tx, record).await?.is_some()
-                {
-                    return Ok(Inserted::AlreadyExists);
-                }
+            let ours = on_tx_backend!(tx, |DB| {
+                <DB as Backend>::duplicate_of_key(tx, record, &e).await
+            })?;
+            if ours {
+                Ok(Inserted::AlreadyExists)
+            } else {
+                Err(Error::Database(e))
             }
-            Err(Error::Database(e))
         }
         Err(e) => Err(e),
     }
-}
-
-/// MySQL: whether the table's primary key is exactly the record's key
-/// columns. Read once per `Db` and table from `information_schema`.
-#[cfg(feature = "mysql")]
-async fn key_is_primary<T: Record>(tx: &mut Tx<'_>) -> Result<bool> {
-    let meta = T::META;
-    let cache = tx.db.primary_keys().clone();
-    if let Some(known) = cache.get(meta.schema, meta.table) {
-        return Ok(known);
-    }
-    let Some(conn) = tx.as_mysql() else {
-        return Ok(false);
-    };
-    let columns: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
-         WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
-         AND CONSTRAINT_NAME = 'PRIMARY'",
-    )
-    .bind(meta.schema)
-    .bind(meta.table)
-    .fetch_all(conn)
-    .await?;
-    let mut key: Vec<String> = meta
-        .key
-        .iter()
-        .map(|&i| meta.columns[i].to_ascii_lowercase())
-        .collect();
-    let mut primary: Vec<String> = columns.iter().map(|c| c.to_ascii_lowercase()).collect();
-    key.sort();
-    primary.sort();
-    let same = !key.is_empty() && key == primary;
-    cache.set(meta.schema, meta.table, same);
-    Ok(same)
 }
 
 /// After an UPDATE/DELETE matched nothing: `NotFound` or `Conflict`.
@@ -353,7 +333,7 @@ pub(crate) async fn update<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result
 }
 
 async fn update_row<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result<()> {
-    let sql = T::statements().get(tx.dialect(), T::META).update.as_str();
+    let sql = statements::<T>(tx)?.update.as_str();
     let rows: Result<u64> = on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();
         args.reserve(T::META.columns.len() + 1, 0);
@@ -366,7 +346,7 @@ async fn update_row<T: Record>(record: &mut T, tx: &mut Tx<'_>) -> Result<()> {
             .await?
             .rows_affected())
     });
-    if rows? == 0 {
+    if rows.map_err(|e| row_lock_timeout::<T>(tx, || record.key_debug(), e))? == 0 {
         return Err(explain_miss(record, tx).await);
     }
     record.bump_version();
@@ -386,7 +366,7 @@ pub(crate) async fn delete<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()>
 }
 
 async fn delete_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
-    let sql = T::statements().get(tx.dialect(), T::META).delete.as_str();
+    let sql = statements::<T>(tx)?.delete.as_str();
     let rows: Result<u64> = on_tx!(tx, |conn, DB| {
         let mut args = <DB as Database>::Arguments::default();
         <T as RowCodec<DB>>::bind_own_key(record, &mut args).map_err(encode_err)?;
@@ -396,7 +376,7 @@ async fn delete_row<T: Record>(record: &T, tx: &mut Tx<'_>) -> Result<()> {
             .await?
             .rows_affected())
     });
-    if rows? == 0 {
+    if rows.map_err(|e| row_lock_timeout::<T>(tx, || record.key_debug(), e))? == 0 {
         return Err(explain_miss(record, tx).await);
     }
     Ok(())

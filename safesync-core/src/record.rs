@@ -8,9 +8,10 @@ use std::sync::OnceLock;
 use sqlx::Database;
 use sqlx::error::BoxDynError;
 
-use crate::dialect::{Dialect, Sql};
+use crate::backend::{Backend, Dialect};
 use crate::error::Result;
 use crate::ops;
+use crate::sql::Sql;
 use crate::tx::Tx;
 
 /// Static description of a record's table, written by the derive macros.
@@ -47,8 +48,15 @@ impl Statements {
         }
     }
 
-    pub(crate) fn get(&self, dialect: Dialect, meta: &TableMeta) -> &Sql {
-        self.by_dialect[dialect.index()].get_or_init(|| dialect.statements(meta))
+    /// The statements on backend `B`; `Error::Config` when `meta` cannot
+    /// describe a record (a hand-written `Table` impl with no key, say).
+    pub(crate) fn get<B: Backend>(&self, meta: &TableMeta) -> Result<&Sql> {
+        let slot = &self.by_dialect[B::DIALECT.index()];
+        if let Some(sql) = slot.get() {
+            return Ok(sql);
+        }
+        crate::sql::check(meta)?;
+        Ok(slot.get_or_init(|| crate::sql::statements::<B>(meta)))
     }
 }
 
@@ -138,28 +146,9 @@ pub trait RowCodec<DB: Database>: Table {
     fn decode(row: &<DB as Database>::Row) -> Result<Self, sqlx::Error>;
 }
 
-macro_rules! backend_codec {
-    ($feature:literal, $name:ident, $db:ty) => {
-        #[cfg(feature = $feature)]
-        #[doc(hidden)]
-        pub trait $name: RowCodec<$db> {}
-        #[cfg(feature = $feature)]
-        impl<T: RowCodec<$db>> $name for T {}
-        #[cfg(not(feature = $feature))]
-        #[doc(hidden)]
-        pub trait $name {}
-        #[cfg(not(feature = $feature))]
-        impl<T> $name for T {}
-    };
-}
-backend_codec!("sqlite", SqliteCodec, sqlx::Sqlite);
-backend_codec!("mysql", MySqlCodec, sqlx::MySql);
-backend_codec!("postgres", PgCodec, sqlx::Postgres);
-
-/// A record usable on every enabled backend.
-#[doc(hidden)]
-pub trait Codecs: SqliteCodec + MySqlCodec + PgCodec {}
-impl<T: SqliteCodec + MySqlCodec + PgCodec> Codecs for T {}
+// `SqliteCodec`, `MySqlCodec`, `PgCodec` and `Codecs`, from the list of
+// backends.
+crate::backend::for_each_backend!(crate::backend::codecs! {});
 
 /// What [`Record::insert_idempotent`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

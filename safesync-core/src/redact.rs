@@ -1,9 +1,13 @@
 //! Keeping passwords out of messages.
 
-/// The URL with any password replaced by `***`.
+/// The URL with any password replaced by `***`: database URLs here, Redis
+/// URLs in the queue.
 ///
-/// `mysql://user:secret@host/db` becomes `mysql://user:***@host/db`.
-pub(crate) fn redact_url(url: &str) -> String {
+/// ```
+/// use safesync_core::__private::redact_url;
+/// assert_eq!(redact_url("mysql://user:secret@host/db"), "mysql://user:***@host/db");
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

@@ -81,8 +81,12 @@ impl RetryPolicy {
         self
     }
 
-    /// Also retry lock-wait timeouts (MySQL 1205, Postgres 55P03), after
-    /// rolling the whole transaction back.
+    /// Also retry lock-wait timeouts, after rolling the whole transaction
+    /// back: [`Error::LockTimeout`](crate::Error::LockTimeout) of a row or
+    /// of SQLite's write lock (see
+    /// [`DbOptions::lock_timeout`](crate::DbOptions::lock_timeout)), and
+    /// the database's own lock-wait errors (MySQL 1205, Postgres 55P03).
+    /// Off by default.
     #[must_use]
     pub fn retry_lock_timeouts(mut self, yes: bool) -> Self {
         self.lock_timeouts = yes;
@@ -121,13 +125,7 @@ impl RetryPolicy {
     /// assert!(p.backoff(1, &mut rng) <= Duration::from_millis(10));
     /// ```
     pub fn backoff(&self, retry: u32, rng: &mut fastrand::Rng) -> Duration {
-        let exp = retry.saturating_sub(1).min(30);
-        let cap = self
-            .base_delay
-            .saturating_mul(1u32 << exp)
-            .min(self.max_delay);
-        let cap_nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.u64(0..=cap_nanos))
+        crate::backoff::Backoff::new(self.base_delay, self.max_delay).full_jitter(retry, rng)
     }
 }
 

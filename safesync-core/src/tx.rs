@@ -3,7 +3,7 @@
 use tokio::sync::OwnedMutexGuard;
 use tracing::Instrument as _;
 
-use crate::dialect::Dialect;
+use crate::backend::{Dialect, TxInner, on_tx};
 use crate::error::Result;
 use crate::metrics::Metrics;
 
@@ -48,46 +48,6 @@ impl std::fmt::Debug for Tx<'_> {
     }
 }
 
-pub(crate) enum TxInner<'c> {
-    #[cfg(feature = "sqlite")]
-    Sqlite(sqlx::Transaction<'c, sqlx::Sqlite>),
-    #[cfg(feature = "mysql")]
-    MySql(sqlx::Transaction<'c, sqlx::MySql>),
-    #[cfg(feature = "postgres")]
-    Postgres(sqlx::Transaction<'c, sqlx::Postgres>),
-}
-
-/// Runs `$body` with `$conn` bound to the transaction's connection and `$DB`
-/// to its sqlx database type, on whichever backend the transaction is.
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident, $DB:ident| $body:expr) => {
-        match &mut $tx.inner {
-            #[cfg(feature = "sqlite")]
-            $crate::tx::TxInner::Sqlite(t) => {
-                #[allow(clippy::upper_case_acronyms, dead_code)]
-                type $DB = sqlx::Sqlite;
-                let $conn: &mut sqlx::SqliteConnection = &mut **t;
-                $body
-            }
-            #[cfg(feature = "mysql")]
-            $crate::tx::TxInner::MySql(t) => {
-                #[allow(clippy::upper_case_acronyms, dead_code)]
-                type $DB = sqlx::MySql;
-                let $conn: &mut sqlx::MySqlConnection = &mut **t;
-                $body
-            }
-            #[cfg(feature = "postgres")]
-            $crate::tx::TxInner::Postgres(t) => {
-                #[allow(clippy::upper_case_acronyms, dead_code)]
-                type $DB = sqlx::Postgres;
-                let $conn: &mut sqlx::PgConnection = &mut **t;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_tx;
-
 impl<'c> Tx<'c> {
     pub(crate) fn new(
         inner: TxInner<'c>,
@@ -119,29 +79,9 @@ impl<'c> Tx<'c> {
     /// Commits or rolls back, records the outcome on the span, then frees
     /// the transaction-scoped named locks.
     async fn finish(mut self, commit: bool) -> Result<()> {
-        macro_rules! end {
-            ($t:expr) => {
-                if commit {
-                    $t.commit().await
-                } else {
-                    $t.rollback().await
-                }
-            };
-        }
         let span = self.span.clone();
         let xact_locks = std::mem::take(&mut self.xact_locks);
-        let done = async {
-            match self.inner {
-                #[cfg(feature = "sqlite")]
-                TxInner::Sqlite(t) => end!(t),
-                #[cfg(feature = "mysql")]
-                TxInner::MySql(t) => end!(t),
-                #[cfg(feature = "postgres")]
-                TxInner::Postgres(t) => end!(t),
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        let done = self.inner.finish(commit).instrument(span.clone()).await;
         let outcome = match (commit, done.is_ok()) {
             (true, true) => "committed",
             (true, false) => "commit_failed",
@@ -149,50 +89,13 @@ impl<'c> Tx<'c> {
             (false, false) => "rollback_failed",
         };
         span.record("outcome", outcome);
-        crate::advisory::release_all(xact_locks).await;
+        crate::lock::release_all(xact_locks).await;
         Ok(done?)
     }
 
     /// The backend's SQL dialect.
     pub fn dialect(&self) -> Dialect {
-        match self.inner {
-            #[cfg(feature = "sqlite")]
-            TxInner::Sqlite(_) => Dialect::Sqlite,
-            #[cfg(feature = "mysql")]
-            TxInner::MySql(_) => Dialect::MySql,
-            #[cfg(feature = "postgres")]
-            TxInner::Postgres(_) => Dialect::Postgres,
-        }
-    }
-
-    /// The SQLite connection of this transaction, for queries of your own.
-    #[cfg(feature = "sqlite")]
-    pub fn as_sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
-        match &mut self.inner {
-            TxInner::Sqlite(t) => Some(&mut **t),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    /// The MySQL connection of this transaction, for queries of your own.
-    #[cfg(feature = "mysql")]
-    pub fn as_mysql(&mut self) -> Option<&mut sqlx::MySqlConnection> {
-        match &mut self.inner {
-            TxInner::MySql(t) => Some(&mut **t),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
-    }
-
-    /// The Postgres connection of this transaction, for queries of your own.
-    #[cfg(feature = "postgres")]
-    pub fn as_postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
-        match &mut self.inner {
-            TxInner::Postgres(t) => Some(&mut **t),
-            #[allow(unreachable_patterns)]
-            _ => None,
-        }
+        self.inner.dialect()
     }
 
     /// Runs SQL with no parameters (several statements allowed) inside this

@@ -5,6 +5,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError};
+use safesync_core::__private::redact_url;
 use safesync_core::{Error, Result};
 use tokio::sync::Mutex;
 
@@ -37,26 +38,6 @@ pub fn client(url: &str) -> Result<Client> {
             e.to_string().replace(url, &redacted)
         ))
     })
-}
-
-/// The URL with its password replaced by `***`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://***@{host}{tail}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// `host:port` of the client, for messages.
@@ -227,7 +208,8 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact_url("redis://u:p@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(redact_url("redis://:p@h"), "redis://:***@h");
-        assert_eq!(redact_url("redis://p@h"), "redis://***@h");
+        // A lone user name is no secret (redis-rs reads it as the ACL user).
+        assert_eq!(redact_url("redis://u@h"), "redis://u@h");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact_url("nonsense"), "nonsense");
     }

@@ -44,27 +44,31 @@ impl Reader {
 
 /// Exponential back-off with jitter, 100 ms to 5 s.
 struct Backoff {
-    next: Duration,
+    /// Sleeps since the last success.
+    tries: u32,
+    rng: fastrand::Rng,
 }
 
 impl Backoff {
-    const BASE: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
+    /// From 100 ms doubling to 5 s, each sleep at least half its cap.
+    const STEPS: safesync_core::__private::Backoff =
+        safesync_core::__private::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
     fn new() -> Backoff {
-        Backoff { next: Self::BASE }
+        Backoff {
+            tries: 0,
+            rng: fastrand::Rng::new(),
+        }
     }
 
     fn reset(&mut self) {
-        self.next = Self::BASE;
+        self.tries = 0;
     }
 
     /// Sleeps; false when `stop` came first.
     async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let half = self.next / 2;
-        let jitter = half.mul_f64(fastrand::f64());
-        let delay = half + jitter;
-        self.next = (self.next * 2).min(Self::MAX);
+        self.tries = self.tries.saturating_add(1);
+        let delay = Self::STEPS.equal_jitter(self.tries, &mut self.rng);
         tokio::select! {
             () = tokio::time::sleep(delay) => true,
             () = stop.cancelled() => false,

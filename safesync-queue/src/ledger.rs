@@ -9,35 +9,11 @@
 
 use std::time::Duration;
 
-use safesync_core::{Db, Dialect, Error, Result, Tx};
+use safesync_core::__private::ledger;
+use safesync_core::{Db, Error, Result, Tx};
 
 /// The ledger table's name.
 pub const LEDGER_TABLE: &str = "safesync_queue_ledger";
-
-const SQLITE_DDL: &str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
-    stream TEXT NOT NULL,
-    consumer_group TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    processed_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
-    PRIMARY KEY (stream, consumer_group, entry_id)
-)";
-
-// 255 + 255 + 41 characters of utf8mb4 stay under InnoDB's 3072-byte key.
-const MYSQL_DDL: &str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
-    stream VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    consumer_group VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
-    entry_id VARCHAR(41) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
-    processed_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    PRIMARY KEY (stream, consumer_group, entry_id)
-) ENGINE = InnoDB";
-
-const POSTGRES_DDL: &str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
-    stream TEXT NOT NULL,
-    consumer_group TEXT NOT NULL,
-    entry_id TEXT NOT NULL,
-    processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (stream, consumer_group, entry_id)
-)";
 
 /// Longest stream or group name the ledger stores (MySQL's key limit).
 pub(crate) const MAX_NAME_LEN: usize = 255;
@@ -57,12 +33,7 @@ pub(crate) const MAX_NAME_LEN: usize = 255;
 /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
 /// ```
 pub async fn ensure_ledger(db: &Db) -> Result<()> {
-    let ddl = match db.dialect() {
-        Dialect::Sqlite => SQLITE_DDL,
-        Dialect::MySql => MYSQL_DDL,
-        Dialect::Postgres => POSTGRES_DDL,
-        other => return Err(unsupported(other)),
-    };
+    let ddl = ledger::ddl(db);
     match db.execute(ddl).await {
         Ok(_) => Ok(()),
         // Two processes creating the table at once: on Postgres the loser
@@ -92,26 +63,8 @@ pub async fn ensure_ledger(db: &Db) -> Result<()> {
 /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
 /// ```
 pub async fn prune_ledger(db: &Db, older_than: Duration) -> Result<u64> {
-    let secs = older_than.as_secs();
-    let sql = match db.dialect() {
-        Dialect::Sqlite => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < datetime('now', '-{secs} seconds')"
-        ),
-        Dialect::MySql => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < NOW(6) - INTERVAL {secs} SECOND"
-        ),
-        Dialect::Postgres => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < now() - interval '{secs} seconds'"
-        ),
-        other => return Err(unsupported(other)),
-    };
-    db.execute(&sql).await
-}
-
-fn unsupported(dialect: Dialect) -> Error {
-    Error::Config(format!(
-        "the queue ledger does not support the {dialect:?} backend; turn it off with `Worker::ledger(false)`"
-    ))
+    db.execute(&ledger::prune_sql(db, older_than.as_secs()))
+        .await
 }
 
 /// What [`record`] found.
@@ -130,70 +83,11 @@ pub(crate) async fn record(
     group: &str,
     id: &str,
 ) -> Result<Recorded> {
-    let missing = |backend: &str| {
-        Error::Config(format!(
-            "the queue ledger on {backend} needs the `{backend}` feature of safesync-queue"
-        ))
-    };
-    match tx.dialect() {
-        Dialect::Sqlite => {
-            #[cfg(feature = "sqlite")]
-            if let Some(conn) = tx.as_sqlite() {
-                let done = sqlx::query(
-                    "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-                     VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                )
-                .bind(stream)
-                .bind(group)
-                .bind(id)
-                .execute(conn)
-                .await?;
-                return Ok(new_if(done.rows_affected()));
-            }
-            Err(missing("sqlite"))
-        }
-        Dialect::MySql => {
-            // A plain INSERT whose duplicate-key error (1062) is the answer:
-            // `INSERT IGNORE` would also swallow every other error.
-            #[cfg(feature = "mysql")]
-            if let Some(conn) = tx.as_mysql() {
-                let done = sqlx::query(
-                    "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-                     VALUES (?, ?, ?)",
-                )
-                .bind(stream)
-                .bind(group)
-                .bind(id)
-                .execute(conn)
-                .await;
-                return match done {
-                    Ok(done) => Ok(new_if(done.rows_affected())),
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        Ok(Recorded::AlreadyProcessed)
-                    }
-                    Err(e) => Err(e.into()),
-                };
-            }
-            Err(missing("mysql"))
-        }
-        Dialect::Postgres => {
-            #[cfg(feature = "postgres")]
-            if let Some(conn) = tx.as_postgres() {
-                let done = sqlx::query(
-                    "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(stream)
-                .bind(group)
-                .bind(id)
-                .execute(conn)
-                .await?;
-                return Ok(new_if(done.rows_affected()));
-            }
-            Err(missing("postgres"))
-        }
-        other => Err(unsupported(other)),
-    }
+    Ok(if ledger::insert(tx, stream, group, id).await? {
+        Recorded::New
+    } else {
+        Recorded::AlreadyProcessed
+    })
 }
 
 /// Inserts the ledger rows of several entries in `tx`, in one statement.
@@ -205,42 +99,7 @@ pub(crate) async fn record_all(
     group: &str,
     ids: &[&str],
 ) -> Result<()> {
-    // `INSERT … VALUES (?, ?, ?), …` on SQLite and MySQL.
-    #[allow(unused_macros)] // reason: unused when neither backend is on
-    macro_rules! insert_values {
-        ($conn:expr) => {{
-            let sql = insert_values(ids.len());
-            let mut q = sqlx::query(&sql);
-            for id in ids {
-                q = q.bind(stream).bind(group).bind(*id);
-            }
-            q.execute($conn).await?.rows_affected()
-        }};
-    }
-    let inserted = 'done: {
-        #[cfg(feature = "sqlite")]
-        if let Some(conn) = tx.as_sqlite() {
-            break 'done insert_values!(conn);
-        }
-        #[cfg(feature = "mysql")]
-        if let Some(conn) = tx.as_mysql() {
-            break 'done insert_values!(conn);
-        }
-        #[cfg(feature = "postgres")]
-        if let Some(conn) = tx.as_postgres() {
-            break 'done sqlx::query(
-                "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-                 SELECT $1, $2, unnest($3::text[])",
-            )
-            .bind(stream)
-            .bind(group)
-            .bind(ids)
-            .execute(conn)
-            .await?
-            .rows_affected();
-        }
-        return Err(unsupported(tx.dialect()));
-    };
+    let inserted = ledger::insert_all(tx, stream, group, ids).await?;
     if inserted == ids.len() as u64 {
         Ok(())
     } else {
@@ -248,26 +107,5 @@ pub(crate) async fn record_all(
             "the ledger took {inserted} of {} rows",
             ids.len()
         )))
-    }
-}
-
-/// `INSERT … VALUES (?, ?, ?), …` for `rows` ledger rows.
-#[allow(dead_code)] // reason: unused when no backend feature of this crate is on
-fn insert_values(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES (?, ?, ?)",
-    );
-    for _ in 1..rows {
-        sql.push_str(", (?, ?, ?)");
-    }
-    sql
-}
-
-#[allow(dead_code)] // reason: unused when no backend feature of this crate is on
-fn new_if(rows: u64) -> Recorded {
-    if rows == 1 {
-        Recorded::New
-    } else {
-        Recorded::AlreadyProcessed
     }
 }

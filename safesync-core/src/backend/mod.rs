@@ -1,0 +1,488 @@
+//! One module per database backend, each implementing [`Backend`].
+//!
+//! Everything that differs between backends lives in its file: SQL
+//! spellings and placeholders, what its error codes mean, row-lock clauses,
+//! how a transaction begins (and bounds its row-lock waits), named locks,
+//! the idempotent insert, and the queue ledger's SQL.
+//!
+//! Adding a backend is one new file implementing [`Backend`] for its sqlx
+//! `Database` type (the compiler lists what it must provide: no method has
+//! a default), a `Dialect` variant, a feature in `Cargo.toml` and one line
+//! in [`for_each_backend!`], from which the `Pool` and `TxInner` enums and
+//! every `match` over them are generated.
+
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::error::DatabaseError;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::db::{Db, DbOptions};
+use crate::error::Result;
+use crate::lock::Held;
+use crate::record::Record;
+use crate::tx::Tx;
+
+/// The SQL dialect of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// SQLite 3.
+    Sqlite,
+    /// MySQL 8 and MariaDB 10.6+.
+    MySql,
+    /// PostgreSQL 13+.
+    Postgres,
+}
+
+impl Dialect {
+    pub(crate) const COUNT: usize = 3;
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Dialect::Sqlite => 0,
+            Dialect::MySql => 1,
+            Dialect::Postgres => 2,
+        }
+    }
+}
+
+/// What a database error means to safesync, across backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // reason: which variants are produced depends on the enabled backends
+pub(crate) enum DbErrorKind {
+    /// Unique or primary-key violation.
+    Duplicate,
+    /// Deadlock or serialisation failure: the transaction was rolled back.
+    Deadlock,
+    /// Gave up waiting for a row lock (or `NOWAIT` found it taken).
+    LockWaitTimeout,
+    /// SQLite busy / locked.
+    Busy,
+}
+
+/// The three statements that read a row and lock it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowLocks {
+    /// Appended to `find` for `lock` (waits up to the lock timeout).
+    pub(crate) wait: &'static str,
+    /// Appended for `lock_nowait`.
+    pub(crate) nowait: &'static str,
+    /// Appended for `lock_skip_locked`.
+    pub(crate) skip_locked: &'static str,
+}
+
+/// What a backend offers for a transaction-scoped named lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // reason: which variants are produced depends on the enabled backends
+pub(crate) enum XactLock {
+    /// Taken; the server frees it at commit or rollback.
+    Taken,
+    /// Still busy when the timeout ran out.
+    Busy,
+    /// The backend has none: take a session lock and release it after
+    /// commit or rollback.
+    UseSession,
+}
+
+/// Everything backend-specific, implemented once per backend on its sqlx
+/// `Database` type. No method has a default, so a new backend's file gets
+/// the full list from the compiler.
+pub(crate) trait Backend: sqlx::Database + Sized {
+    /// The public name of this backend's dialect.
+    const DIALECT: Dialect;
+
+    // --- SQL spellings ---------------------------------------------------
+
+    /// Opening and closing quote of an identifier.
+    const QUOTE: char;
+    /// Appends the `n`th (1-based) parameter placeholder.
+    fn placeholder(out: &mut String, n: usize);
+    /// Row-lock clauses; `None` when a transaction already excludes every
+    /// other writer (SQLite's `BEGIN IMMEDIATE`).
+    const ROW_LOCKS: Option<RowLocks>;
+    /// Appended to the key probe run after an `UPDATE`/`DELETE` matched
+    /// nothing ("" for a plain read).
+    const PROBE_SUFFIX: &'static str;
+    /// Whether the idempotent insert is `INSERT … ON CONFLICT (key) DO
+    /// NOTHING`; otherwise a plain `INSERT` whose duplicate error
+    /// [`Backend::duplicate_of_key`] tells apart.
+    const ON_CONFLICT_DO_NOTHING: bool;
+    /// Whether a failed statement aborts the whole transaction (then a
+    /// `NOWAIT` read runs under a savepoint, so `LockBusy` leaves the
+    /// transaction usable).
+    const ERROR_ABORTS_TRANSACTION: bool;
+
+    // --- errors ----------------------------------------------------------
+
+    /// What `err` means, if it is this backend's error and safesync knows
+    /// its code; `None` otherwise.
+    fn classify(err: &(dyn DatabaseError + 'static)) -> Option<DbErrorKind>;
+
+    /// After the idempotent insert of `record` failed with `err`, a
+    /// duplicate: whether it was a duplicate of the record's own key (then
+    /// the row already exists) rather than of another unique index.
+    fn duplicate_of_key<T: Record>(
+        tx: &mut Tx<'_>,
+        record: &T,
+        err: &sqlx::Error,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    // --- connecting and transactions -------------------------------------
+
+    /// Per-`Db` state of this backend (SQLite's write gate, MySQL's
+    /// primary-key cache).
+    type State: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// Connection options from a URL with `options` applied, and the
+    /// default pool size.
+    fn connect_options(
+        url: &str,
+        options: &DbOptions,
+    ) -> std::result::Result<(<Self::Connection as sqlx::Connection>::Options, u32), sqlx::Error>;
+    /// Rows a statement affected.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+    /// A new `Db`'s state.
+    fn new_state() -> Self::State;
+    /// SQLite: waits (at most `timeout`) for this `Db`'s in-process write
+    /// gate; `Ok(None)` on backends without one.
+    fn write_gate(
+        state: &Self::State,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<OwnedMutexGuard<()>>>> + Send;
+    /// The statement(s) that begin a transaction, sent in one round trip,
+    /// bounding its row-lock waits by `lock_timeout`.
+    fn begin_sql(lock_timeout: Duration) -> Cow<'static, str>;
+
+    // --- named locks -----------------------------------------------------
+
+    /// Takes the named lock `name` on a connection of its own, waiting at
+    /// most `timeout`; `Ok(None)` when it stayed busy.
+    fn lock_named(
+        db: &Db,
+        pool: &sqlx::Pool<Self>,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Option<Held>>> + Send;
+    /// Takes `name` for the rest of the transaction on `conn`.
+    fn lock_xact(
+        conn: &mut Self::Connection,
+        name: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<XactLock>> + Send;
+
+    // --- the queue's ledger ----------------------------------------------
+
+    /// `CREATE TABLE IF NOT EXISTS safesync_queue_ledger …`.
+    const LEDGER_DDL: &'static str;
+    /// Deletes ledger rows older than `secs` seconds.
+    fn ledger_prune_sql(secs: u64) -> String;
+    /// Inserts one ledger row; `Ok(false)` when it was already there.
+    fn ledger_insert(
+        conn: &mut Self::Connection,
+        stream: &str,
+        group: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
+    /// Inserts several ledger rows in one statement; returns how many.
+    fn ledger_insert_all(
+        conn: &mut Self::Connection,
+        stream: &str,
+        group: &str,
+        ids: &[&str],
+    ) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// The list of backends: `(feature, variant, sqlx type, URL schemes, the
+/// record-codec trait a record needs on it)`.
+/// Calls `$callback! { [$args] (…) (…) … }`, from which the enums and
+/// matches below are generated.
+macro_rules! for_each_backend {
+    ($($callback:ident)::+ ! { $($args:tt)* }) => {
+        $($callback)::+! { [$($args)*]
+            ("sqlite", Sqlite, sqlx::Sqlite, ["sqlite"], SqliteCodec)
+            ("mysql", MySql, sqlx::MySql, ["mysql", "mariadb"], MySqlCodec)
+            ("postgres", Postgres, sqlx::Postgres, ["postgres", "postgresql"], PgCodec)
+        }
+    };
+}
+pub(crate) use for_each_backend;
+
+/// A backend's pool and its per-`Db` state.
+#[derive(Debug)]
+pub(crate) struct BackendPool<B: Backend> {
+    pub(crate) pool: sqlx::Pool<B>,
+    pub(crate) state: B::State,
+}
+
+impl<B: Backend> Clone for BackendPool<B> {
+    fn clone(&self) -> Self {
+        BackendPool {
+            pool: self.pool.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+macro_rules! enums {
+    ([] $(($feature:literal, $variant:ident, $db:ty, [$($scheme:literal),*], $codec:ident))*) => {
+        /// The pool of a `Db`, on whichever backend it is.
+        #[derive(Debug, Clone)]
+        pub(crate) enum Pool {
+            $(
+                #[cfg(feature = $feature)]
+                $variant(BackendPool<$db>),
+            )*
+        }
+
+        /// The transaction of a `Tx`, on whichever backend it is.
+        pub(crate) enum TxInner<'c> {
+            $(
+                #[cfg(feature = $feature)]
+                $variant(sqlx::Transaction<'c, $db>),
+            )*
+        }
+
+        impl TxInner<'_> {
+            /// Commits (`commit`) or rolls back.
+            pub(crate) async fn finish(self, commit: bool) -> std::result::Result<(), sqlx::Error> {
+                match self {
+                    $(
+                        #[cfg(feature = $feature)]
+                        TxInner::$variant(t) => if commit { t.commit().await } else { t.rollback().await },
+                    )*
+                }
+            }
+
+            /// The backend's dialect.
+            pub(crate) fn dialect(&self) -> Dialect {
+                match self {
+                    $(
+                        #[cfg(feature = $feature)]
+                        TxInner::$variant(_) => <$db as Backend>::DIALECT,
+                    )*
+                }
+            }
+        }
+
+        $(
+            #[cfg(feature = $feature)]
+            impl From<BackendPool<$db>> for Pool {
+                fn from(pool: BackendPool<$db>) -> Pool {
+                    Pool::$variant(pool)
+                }
+            }
+
+            #[cfg(feature = $feature)]
+            impl<'c> From<sqlx::Transaction<'c, $db>> for TxInner<'c> {
+                fn from(tx: sqlx::Transaction<'c, $db>) -> TxInner<'c> {
+                    TxInner::$variant(tx)
+                }
+            }
+        )*
+
+        /// The feature of the backend whose URLs start with `scheme`.
+        pub(crate) fn scheme_feature(scheme: &str) -> Option<&'static str> {
+            $(
+                if [$($scheme),*].contains(&scheme) {
+                    return Some($feature);
+                }
+            )*
+            None
+        }
+
+        /// Classifies a driver error by its backend's error code.
+        pub(crate) fn classify(err: &sqlx::Error) -> Option<DbErrorKind> {
+            let sqlx::Error::Database(db) = err else {
+                return None;
+            };
+            $(
+                #[cfg(feature = $feature)]
+                if let Some(kind) = <$db as Backend>::classify(&**db) {
+                    return Some(kind);
+                }
+            )*
+            let _ = db;
+            None
+        }
+    };
+}
+for_each_backend!(enums! {});
+
+/// True when `err` is a row- or named-lock wait that gave up (or a
+/// `NOWAIT` that found the lock taken), on any backend.
+pub(crate) fn is_lock_wait_timeout(err: &sqlx::Error) -> bool {
+    classify(err) == Some(DbErrorKind::LockWaitTimeout)
+}
+
+/// Runs `$body` with `$p` bound to the `Db`'s `BackendPool` and `$DB` to
+/// its sqlx database type, on whichever backend the pool is.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident, $DB:ident| $body:expr) => {
+        $crate::backend::for_each_backend!($crate::backend::on_pool_arms! { $pool, $p, $DB, $body })
+    };
+}
+macro_rules! on_pool_arms {
+    ([$pool:expr, $p:ident, $DB:ident, $body:expr] $(($feature:literal, $variant:ident, $db:ty, $schemes:tt, $codec:ident))*) => {
+        match $pool {
+            $(
+                #[cfg(feature = $feature)]
+                $crate::backend::Pool::$variant($p) => {
+                    #[allow(clippy::upper_case_acronyms, dead_code)]
+                    type $DB = $db;
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use {on_pool, on_pool_arms};
+
+/// Runs `$body` with `$conn` bound to the transaction's connection and `$DB`
+/// to its sqlx database type, on whichever backend the transaction is.
+macro_rules! on_tx {
+    ($tx:expr, |$conn:ident, $DB:ident| $body:expr) => {
+        $crate::backend::for_each_backend!($crate::backend::on_tx_arms! { $tx, $conn, $DB, $body })
+    };
+}
+macro_rules! on_tx_arms {
+    ([$tx:expr, $conn:ident, $DB:ident, $body:expr] $(($feature:literal, $variant:ident, $db:ty, $schemes:tt, $codec:ident))*) => {
+        match &mut $tx.inner {
+            $(
+                #[cfg(feature = $feature)]
+                $crate::backend::TxInner::$variant(t) => {
+                    #[allow(clippy::upper_case_acronyms, dead_code)]
+                    type $DB = $db;
+                    let $conn: &mut <$db as sqlx::Database>::Connection = &mut **t;
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use {on_tx, on_tx_arms};
+
+impl<B: Backend> BackendPool<B> {
+    /// `pool` with a fresh state.
+    pub(crate) fn new(pool: sqlx::Pool<B>) -> Self {
+        BackendPool {
+            pool,
+            state: B::new_state(),
+        }
+    }
+}
+
+/// `INSERT … VALUES (?, ?, ?), …` for `rows` ledger rows, on backends
+/// with `?` placeholders.
+#[allow(dead_code)] // reason: unused when neither SQLite nor MySQL is on
+fn ledger_values(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES (?, ?, ?)",
+    );
+    for _ in 1..rows {
+        sql.push_str(", (?, ?, ?)");
+    }
+    sql
+}
+
+/// Runs `$body` with `$DB` bound to the transaction's sqlx database type,
+/// without borrowing the transaction (the body may use it).
+macro_rules! on_tx_backend {
+    ($tx:expr, |$DB:ident| $body:expr) => {
+        $crate::backend::for_each_backend!($crate::backend::on_tx_backend_arms! { $tx, $DB, $body })
+    };
+}
+macro_rules! on_tx_backend_arms {
+    ([$tx:expr, $DB:ident, $body:expr] $(($feature:literal, $variant:ident, $db:ty, $schemes:tt, $codec:ident))*) => {
+        match $tx.inner {
+            $(
+                #[cfg(feature = $feature)]
+                $crate::backend::TxInner::$variant(_) => {
+                    #[allow(clippy::upper_case_acronyms, dead_code)]
+                    type $DB = $db;
+                    $body
+                }
+            )*
+        }
+    };
+}
+pub(crate) use {on_tx_backend, on_tx_backend_arms};
+
+/// The record-codec traits, one per backend (`RowCodec<DB>` when the
+/// backend is on, empty when off), and `Codecs`, all of them: what a
+/// record must implement to run on every enabled backend. Expanded in
+/// `record.rs`.
+macro_rules! codecs {
+    ([] $(($feature:literal, $variant:ident, $db:ty, $schemes:tt, $codec:ident))*) => {
+        $(
+            #[cfg(feature = $feature)]
+            #[doc(hidden)]
+            pub trait $codec: RowCodec<$db> {}
+            #[cfg(feature = $feature)]
+            impl<T: RowCodec<$db>> $codec for T {}
+            #[cfg(not(feature = $feature))]
+            #[doc(hidden)]
+            pub trait $codec {}
+            #[cfg(not(feature = $feature))]
+            impl<T> $codec for T {}
+        )*
+
+        /// A record usable on every enabled backend.
+        #[doc(hidden)]
+        pub trait Codecs: $($codec +)* {}
+        impl<T: $($codec +)*> Codecs for T {}
+    };
+}
+pub(crate) use codecs;
+
+/// A backend's public entry points: `Db::from_*_pool`, `Db::as_*` and
+/// `Tx::as_*`. Invoked once in each backend file.
+macro_rules! accessors {
+    ($variant:ident, $name:literal, $pool:ty, $conn:ty, $from:ident, $as:ident, $wrap_doc:literal) => {
+        impl $crate::db::Db {
+            #[doc = concat!("Wraps an existing ", $name, " pool.")]
+            /// It records into [`Metrics::global`](crate::Metrics::global);
+            /// see [`Db::with_metrics`]. The [`DbOptions`](crate::DbOptions)
+            /// defaults apply, among them the 10 s
+            /// [`lock_timeout`](crate::DbOptions::lock_timeout)
+            /// ([`Db::with_lock_timeout`] changes it).
+            #[doc = $wrap_doc]
+            pub fn $from(pool: $pool) -> $crate::db::Db {
+                $crate::db::Db::wrap(
+                    $crate::backend::Pool::$variant($crate::backend::BackendPool::new(pool)),
+                    &$crate::db::DbOptions::default(),
+                )
+            }
+
+            #[doc = concat!("The underlying ", $name, " pool, for queries of your own.")]
+            pub fn $as(&self) -> Option<&$pool> {
+                #[allow(irrefutable_let_patterns)] // reason: the only variant when one backend is on
+                if let $crate::backend::Pool::$variant(p) = self.pool() {
+                    Some(&p.pool)
+                } else {
+                    None
+                }
+            }
+        }
+
+        impl $crate::tx::Tx<'_> {
+            #[doc = concat!("The ", $name, " connection of this transaction, for queries of your own.")]
+            pub fn $as(&mut self) -> Option<&mut $conn> {
+                #[allow(irrefutable_let_patterns)] // reason: the only variant when one backend is on
+                if let $crate::backend::TxInner::$variant(t) = &mut self.inner {
+                    Some(&mut **t)
+                } else {
+                    None
+                }
+            }
+        }
+    };
+}
+pub(crate) use accessors;

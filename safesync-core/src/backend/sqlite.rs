@@ -1,0 +1,193 @@
+//! SQLite 3: backticks, `?` placeholders, no row locks (every transaction
+//! is `BEGIN IMMEDIATE` behind this `Db`'s in-process write gate), file
+//! locks for named locks.
+
+use std::borrow::Cow;
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+use sqlx::{Sqlite, SqliteConnection};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use super::{Backend, DbErrorKind, RowLocks, XactLock};
+use crate::db::{Db, DbOptions};
+use crate::error::{Error, LockWait, Result};
+use crate::lock::{Held, file};
+use crate::record::Record;
+use crate::tx::Tx;
+
+const SQLITE_BUSY: i64 = 5;
+const SQLITE_LOCKED: i64 = 6;
+const SQLITE_CONSTRAINT_PRIMARYKEY: i64 = 1555;
+const SQLITE_CONSTRAINT_UNIQUE: i64 = 2067;
+
+/// This `Db`'s write gate: its transactions queue here for the database's
+/// write lock, in order, instead of polling the busy handler.
+pub(crate) type Gate = Arc<Mutex<()>>;
+
+impl Backend for Sqlite {
+    const DIALECT: super::Dialect = super::Dialect::Sqlite;
+
+    // SQLite reads a double-quoted name that is not a column as a string
+    // literal ("version" would silently become the text 'version'), so it
+    // gets backticks, which are only ever identifiers.
+    const QUOTE: char = '`';
+
+    fn placeholder(out: &mut String, _n: usize) {
+        out.push('?');
+    }
+
+    // Every safesync transaction on SQLite is BEGIN IMMEDIATE and holds the
+    // database's write lock, so a plain SELECT inside it is already
+    // exclusive.
+    const ROW_LOCKS: Option<RowLocks> = None;
+    const PROBE_SUFFIX: &'static str = "";
+    const ERROR_ABORTS_TRANSACTION: bool = false;
+    const ON_CONFLICT_DO_NOTHING: bool = true;
+
+    fn classify(err: &(dyn DatabaseError + 'static)) -> Option<DbErrorKind> {
+        err.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+        let code: i64 = err.code()?.parse().ok()?;
+        match code {
+            SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE => Some(DbErrorKind::Duplicate),
+            // Extended codes keep the primary code in the low byte
+            // (SQLITE_BUSY_SNAPSHOT = 517, SQLITE_LOCKED_SHAREDCACHE = 262, …).
+            c if c & 0xff == SQLITE_BUSY || c & 0xff == SQLITE_LOCKED => Some(DbErrorKind::Busy),
+            _ => None,
+        }
+    }
+
+    async fn duplicate_of_key<T: Record>(
+        _tx: &mut Tx<'_>,
+        _record: &T,
+        _err: &sqlx::Error,
+    ) -> Result<bool> {
+        // ON CONFLICT (key) DO NOTHING already absorbed a duplicate key:
+        // this one is another unique index's.
+        Ok(false)
+    }
+
+    type State = Gate;
+
+    fn connect_options(
+        url: &str,
+        options: &DbOptions,
+    ) -> std::result::Result<(SqliteConnectOptions, u32), sqlx::Error> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .busy_timeout(options.busy_timeout_value());
+        if !memory {
+            opts = opts.journal_mode(SqliteJournalMode::Wal);
+        }
+        // An in-memory database's connections would each see a database of
+        // their own.
+        Ok((opts, if memory { 1 } else { 4 }))
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn new_state() -> Gate {
+        Arc::new(Mutex::new(()))
+    }
+
+    async fn write_gate(gate: &Gate, timeout: Duration) -> Result<Option<OwnedMutexGuard<()>>> {
+        match tokio::time::timeout(timeout, Arc::clone(gate).lock_owned()).await {
+            Ok(guard) => Ok(Some(guard)),
+            Err(_) => Err(Error::LockTimeout {
+                name: "SQLite write lock".to_owned(),
+                waited: timeout,
+                what: LockWait::WriteLock,
+            }),
+        }
+    }
+
+    fn begin_sql(_lock_timeout: Duration) -> Cow<'static, str> {
+        Cow::Borrowed("BEGIN IMMEDIATE")
+    }
+
+    async fn lock_named(
+        _db: &Db,
+        pool: &sqlx::SqlitePool,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Held>> {
+        let opts = pool.connect_options();
+        let path = opts.get_filename();
+        let memory =
+            path.as_os_str().to_string_lossy().contains("memory") || path.as_os_str() == ":memory:";
+        let path = (!memory).then(|| path.to_path_buf());
+        Ok(file::lock(path, name, timeout)
+            .await?
+            .map(|session| Held { session, id: None }))
+    }
+
+    async fn lock_xact(
+        _conn: &mut SqliteConnection,
+        _name: &str,
+        _timeout: Duration,
+    ) -> Result<XactLock> {
+        Ok(XactLock::UseSession)
+    }
+
+    const LEDGER_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
+    stream TEXT NOT NULL,
+    consumer_group TEXT NOT NULL,
+    entry_id TEXT NOT NULL,
+    processed_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    PRIMARY KEY (stream, consumer_group, entry_id)
+)";
+
+    fn ledger_prune_sql(secs: u64) -> String {
+        format!(
+            "DELETE FROM safesync_queue_ledger WHERE processed_at < datetime('now', '-{secs} seconds')"
+        )
+    }
+
+    async fn ledger_insert(
+        conn: &mut SqliteConnection,
+        stream: &str,
+        group: &str,
+        id: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
+             VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(stream)
+        .bind(group)
+        .bind(id)
+        .execute(conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn ledger_insert_all(
+        conn: &mut SqliteConnection,
+        stream: &str,
+        group: &str,
+        ids: &[&str],
+    ) -> Result<u64> {
+        let sql = super::ledger_values(ids.len());
+        let mut q = sqlx::query(&sql);
+        for id in ids {
+            q = q.bind(stream).bind(group).bind(*id);
+        }
+        Ok(q.execute(conn).await?.rows_affected())
+    }
+}
+
+super::accessors!(
+    Sqlite,
+    "SQLite",
+    sqlx::SqlitePool,
+    sqlx::SqliteConnection,
+    from_sqlite_pool,
+    as_sqlite,
+    "Its transactions become `BEGIN IMMEDIATE`; the lock timeout bounds the wait for the write lock."
+);
