@@ -88,7 +88,9 @@ impl DbOptions {
         self
     }
 
-    /// How long `begin()` waits for a free connection before failing.
+    /// How long `begin()` waits for a free connection before failing. At
+    /// most about 24.8 days: a longer one is [`Error::Config`] when
+    /// connecting.
     #[must_use]
     pub fn acquire_timeout(mut self, d: Duration) -> Self {
         self.acquire_timeout = d;
@@ -115,7 +117,7 @@ impl DbOptions {
     ///
     /// | backend | what is bounded | after the timeout |
     /// |---|---|---|
-    /// | PostgreSQL | `lock`, `update`/`delete` of a locked row (`SET LOCAL lock_timeout` sent with `BEGIN`, one round trip) | the transaction is aborted: roll it back |
+    /// | PostgreSQL | `lock`, writes to a locked row, and any other lock wait of the transaction's statements, table locks of DDL included (`SET LOCAL lock_timeout` sent with `BEGIN`, one round trip) | the transaction is aborted: roll it back |
     /// | MySQL/MariaDB | the same (`SET SESSION innodb_lock_wait_timeout`, whole seconds rounded up, sent with `BEGIN`) | only the statement is rolled back: the transaction stays usable |
     /// | SQLite | [`Db::begin`] waiting for this `Db`'s other transactions (SQLite has no row locks: a transaction holds the write lock from `begin`) | nothing began |
     ///

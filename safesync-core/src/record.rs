@@ -44,7 +44,7 @@ impl Statements {
     #[allow(clippy::new_without_default)] // reason: only used in `static` items, which need a const fn
     pub const fn new() -> Self {
         Statements {
-            by_dialect: [OnceLock::new(), OnceLock::new(), OnceLock::new()],
+            by_dialect: [const { OnceLock::new() }; Dialect::COUNT],
         }
     }
 

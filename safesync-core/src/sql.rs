@@ -239,90 +239,18 @@ pub(crate) fn statements<B: Backend>(meta: &TableMeta) -> Sql {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{check, statements};
+pub(crate) mod tests {
+    use super::check;
     use crate::record::TableMeta;
 
-    #[allow(dead_code)] // reason: unused when no backend with its tests is on
-    const META: TableMeta = TableMeta {
+    /// A versioned record's table, for the backends' SQL tests.
+    pub(crate) const META: TableMeta = TableMeta {
         table: "accounts",
         schema: None,
         columns: &["id", "owner", "balance", "version"],
         key: &[0],
         version: Some(3),
     };
-
-    #[cfg(feature = "mysql")]
-    #[test]
-    fn mysql_versioned_update_checks_the_version_in_the_statement() {
-        let s = statements::<sqlx::MySql>(&META);
-        assert_eq!(
-            s.update,
-            "UPDATE `accounts` SET `owner` = ?, `balance` = ?, `version` = `version` + 1 \
-             WHERE `id` = ? AND `version` = ?"
-        );
-        assert_eq!(s.insert_idempotent, s.insert);
-        assert!(s.lock_nowait.ends_with("FOR UPDATE NOWAIT"));
-        assert!(s.probe.ends_with(" LOCK IN SHARE MODE"));
-    }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn postgres_numbers_placeholders_and_uses_on_conflict() {
-        let s = statements::<sqlx::Postgres>(&META);
-        assert_eq!(
-            s.update,
-            "UPDATE \"accounts\" SET \"owner\" = $1, \"balance\" = $2, \"version\" = \"version\" + 1 \
-             WHERE \"id\" = $3 AND \"version\" = $4"
-        );
-        assert_eq!(
-            s.insert_idempotent,
-            "INSERT INTO \"accounts\" (\"id\", \"owner\", \"balance\", \"version\") \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (\"id\") DO NOTHING"
-        );
-        assert_eq!(
-            s.lock_skip_locked,
-            "SELECT \"id\", \"owner\", \"balance\", \"version\" FROM \"accounts\" \
-             WHERE \"id\" = $1 FOR UPDATE SKIP LOCKED"
-        );
-    }
-
-    #[cfg(feature = "sqlite")]
-    #[test]
-    fn sqlite_never_uses_insert_or_ignore() {
-        let s = statements::<sqlx::Sqlite>(&META);
-        assert!(!s.insert_idempotent.contains("IGNORE"));
-        assert!(
-            s.insert_idempotent
-                .ends_with("ON CONFLICT (`id`) DO NOTHING")
-        );
-        assert!(!s.lock.contains("FOR UPDATE"));
-    }
-
-    #[cfg(feature = "postgres")]
-    #[test]
-    fn composite_key_without_version() {
-        const M: TableMeta = TableMeta {
-            table: "memberships",
-            schema: Some("app"),
-            columns: &["org", "user_id", "role"],
-            key: &[0, 1],
-            version: None,
-        };
-        let s = statements::<sqlx::Postgres>(&M);
-        assert_eq!(
-            s.update,
-            "UPDATE \"app\".\"memberships\" SET \"role\" = $1 WHERE \"org\" = $2 AND \"user_id\" = $3"
-        );
-        assert_eq!(
-            s.delete,
-            "DELETE FROM \"app\".\"memberships\" WHERE \"org\" = $1 AND \"user_id\" = $2"
-        );
-        assert_eq!(
-            s.probe,
-            "SELECT 1 FROM \"app\".\"memberships\" WHERE \"org\" = $1 AND \"user_id\" = $2"
-        );
-    }
 
     #[test]
     fn a_meta_without_key_or_with_a_bad_index_is_a_config_error() {

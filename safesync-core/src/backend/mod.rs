@@ -44,8 +44,11 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// How many dialects there are (a slot each in a record's statement
+    /// cache).
     pub(crate) const COUNT: usize = 3;
 
+    /// This dialect's slot in a record's statement cache.
     pub(crate) fn index(self) -> usize {
         match self {
             Dialect::Sqlite => 0,

@@ -363,6 +363,8 @@ super::accessors!(
 #[cfg(test)]
 mod tests {
     use super::{Backend as _, MySql, duplicate_key_name};
+    use crate::sql::statements;
+    use crate::sql::tests::META;
     use std::time::Duration;
 
     /// The seconds `begin_sql` sets.
@@ -396,5 +398,18 @@ mod tests {
         assert_eq!(begin_sql_secs(Duration::from_millis(1)), "1");
         assert_eq!(begin_sql_secs(Duration::from_millis(1500)), "2");
         assert_eq!(begin_sql_secs(Duration::from_secs(10)), "10");
+    }
+
+    #[test]
+    fn mysql_versioned_update_checks_the_version_in_the_statement() {
+        let s = statements::<sqlx::MySql>(&META);
+        assert_eq!(
+            s.update,
+            "UPDATE `accounts` SET `owner` = ?, `balance` = ?, `version` = `version` + 1 \
+             WHERE `id` = ? AND `version` = ?"
+        );
+        assert_eq!(s.insert_idempotent, s.insert);
+        assert!(s.lock_nowait.ends_with("FOR UPDATE NOWAIT"));
+        assert!(s.probe.ends_with(" LOCK IN SHARE MODE"));
     }
 }

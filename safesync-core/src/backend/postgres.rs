@@ -319,3 +319,54 @@ super::accessors!(
     as_postgres,
     "It is set transaction-locally (`SET LOCAL lock_timeout`) with each `BEGIN`."
 );
+
+#[cfg(test)]
+mod sql_tests {
+    use crate::record::TableMeta;
+    use crate::sql::statements;
+    use crate::sql::tests::META;
+
+    #[test]
+    fn postgres_numbers_placeholders_and_uses_on_conflict() {
+        let s = statements::<sqlx::Postgres>(&META);
+        assert_eq!(
+            s.update,
+            "UPDATE \"accounts\" SET \"owner\" = $1, \"balance\" = $2, \"version\" = \"version\" + 1 \
+             WHERE \"id\" = $3 AND \"version\" = $4"
+        );
+        assert_eq!(
+            s.insert_idempotent,
+            "INSERT INTO \"accounts\" (\"id\", \"owner\", \"balance\", \"version\") \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (\"id\") DO NOTHING"
+        );
+        assert_eq!(
+            s.lock_skip_locked,
+            "SELECT \"id\", \"owner\", \"balance\", \"version\" FROM \"accounts\" \
+             WHERE \"id\" = $1 FOR UPDATE SKIP LOCKED"
+        );
+    }
+
+    #[test]
+    fn composite_key_without_version() {
+        const M: TableMeta = TableMeta {
+            table: "memberships",
+            schema: Some("app"),
+            columns: &["org", "user_id", "role"],
+            key: &[0, 1],
+            version: None,
+        };
+        let s = statements::<sqlx::Postgres>(&M);
+        assert_eq!(
+            s.update,
+            "UPDATE \"app\".\"memberships\" SET \"role\" = $1 WHERE \"org\" = $2 AND \"user_id\" = $3"
+        );
+        assert_eq!(
+            s.delete,
+            "DELETE FROM \"app\".\"memberships\" WHERE \"org\" = $1 AND \"user_id\" = $2"
+        );
+        assert_eq!(
+            s.probe,
+            "SELECT 1 FROM \"app\".\"memberships\" WHERE \"org\" = $1 AND \"user_id\" = $2"
+        );
+    }
+}

@@ -191,3 +191,20 @@ super::accessors!(
     as_sqlite,
     "Its transactions become `BEGIN IMMEDIATE`; the lock timeout bounds the wait for the write lock."
 );
+
+#[cfg(test)]
+mod sql_tests {
+    use crate::sql::statements;
+    use crate::sql::tests::META;
+
+    #[test]
+    fn sqlite_never_uses_insert_or_ignore() {
+        let s = statements::<sqlx::Sqlite>(&META);
+        assert!(!s.insert_idempotent.contains("IGNORE"));
+        assert!(
+            s.insert_idempotent
+                .ends_with("ON CONFLICT (`id`) DO NOTHING")
+        );
+        assert!(!s.lock.contains("FOR UPDATE"));
+    }
+}
