@@ -5,11 +5,19 @@
 //! how a transaction begins (and bounds its row-lock waits), named locks,
 //! the idempotent insert, and the queue ledger's SQL.
 //!
-//! Adding a backend is one new file implementing [`Backend`] for its sqlx
-//! `Database` type (the compiler lists what it must provide: no method has
-//! a default), a `Dialect` variant, a feature in `Cargo.toml` and one line
-//! in [`for_each_backend!`], from which the `Pool` and `TxInner` enums and
-//! every `match` over them are generated.
+//! Adding a backend takes:
+//!
+//! 1. one new file implementing [`Backend`] for its sqlx `Database` type
+//!    (the compiler lists what it must provide: no item has a default) and
+//!    invoking `accessors!` for its public `Db::from_*_pool`, `Db::as_*`
+//!    and `Tx::as_*`;
+//! 2. its line in `for_each_backend!` (beside its `mod` line), from which
+//!    the `Pool` and `TxInner` enums, every `match` over them, the URL
+//!    schemes, the statement-cache slots and the record-codec bound are
+//!    generated;
+//! 3. its public name, a `Dialect` variant (a missing one, or one without
+//!    a line in the list, does not compile);
+//! 4. its feature in the crates' `Cargo.toml`.
 
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
@@ -43,20 +51,25 @@ pub enum Dialect {
     Postgres,
 }
 
-impl Dialect {
-    /// How many dialects there are (a slot each in a record's statement
-    /// cache).
-    pub(crate) const COUNT: usize = 3;
+macro_rules! dialect_slots {
+    ([] $(($feature:literal, $variant:ident, $db:ty, $schemes:tt, $codec:ident))*) => {
+        impl Dialect {
+            /// How many dialects there are (a slot each in a record's
+            /// statement cache): one per line of the list of backends.
+            pub(crate) const COUNT: usize = [$(Dialect::$variant),*].len();
 
-    /// This dialect's slot in a record's statement cache.
-    pub(crate) fn index(self) -> usize {
-        match self {
-            Dialect::Sqlite => 0,
-            Dialect::MySql => 1,
-            Dialect::Postgres => 2,
+            /// This dialect's slot in a record's statement cache. The match
+            /// lists every backend, so a variant without a line in the list
+            /// does not compile, and the slots are `0..COUNT`.
+            pub(crate) fn index(self) -> usize {
+                match self {
+                    $(Dialect::$variant)|* => self as usize,
+                }
+            }
         }
-    }
+    };
 }
+for_each_backend!(dialect_slots! {});
 
 /// What a database error means to safesync, across backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
