@@ -58,8 +58,8 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, Db, DbOptions, Dialect, Error, Inserted, LockOptions, Locked, Record, Result,
-    RetryPolicy, Table, Tx, Versioned, advisory_key,
+    AdvisoryLock, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, Locked, Record,
+    Result, RetryPolicy, Table, Tx, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
@@ -218,7 +218,9 @@ pub use safesync_queue::{
 
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Db, DbOptions, Error, Inserted, Locked, Record, RetryPolicy, Tx, Versioned};
+    pub use crate::{
+        Db, DbOptions, Error, Held, Inserted, Locked, Record, RetryPolicy, Tx, Versioned,
+    };
 }
 
 #[doc(hidden)]

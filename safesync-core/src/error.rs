@@ -69,6 +69,18 @@ pub enum Error {
         key: String,
     },
 
+    /// A [`Held`](crate::Held) row was written in another transaction than
+    /// the one that locked it: that transaction's lock protects nothing here.
+    #[error(
+        "row in `{table}` with key {key} is not locked by this transaction: lock it again in the transaction that writes it"
+    )]
+    NotHeld {
+        /// Table of the record.
+        table: &'static str,
+        /// The key, as `Debug` prints it.
+        key: String,
+    },
+
     /// A named lock could not be taken within its timeout.
     #[error("named lock `{name}` is held elsewhere; gave up after {waited:?}")]
     LockTimeout {

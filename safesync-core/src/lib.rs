@@ -23,6 +23,7 @@ mod advisory;
 mod db;
 mod dialect;
 mod error;
+mod held;
 mod metrics;
 mod ops;
 mod record;
@@ -34,6 +35,7 @@ pub use advisory::{AdvisoryLock, LockOptions, advisory_key};
 pub use db::{Db, DbOptions};
 pub use dialect::Dialect;
 pub use error::{Error, Result};
+pub use held::Held;
 pub use metrics::Metrics;
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
@@ -43,7 +45,8 @@ pub use tx::Tx;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::record::{
-        Codecs, RowCodec, Statements, TableMeta, VersionInt, VersionedDerived,
+        Codecs, RowCodec, Statements, TableMeta, Unversioned, VersionChecked, VersionInt,
+        VersionedDerived,
     };
     pub use crate::{Locked, Table, Versioned};
     pub use futures_core::future::BoxFuture;

@@ -25,7 +25,18 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = cont.ident;
     let p = krate(&cont);
     let (owned, locked_bound) = match cont.version_field() {
-        None => (expand_table(&cont), quote!()),
+        None => {
+            let table = expand_table(&cont);
+            (
+                quote! {
+                    #table
+
+                    #[automatically_derived]
+                    impl #p::__private::Unversioned for #ident {}
+                },
+                quote!(),
+            )
+        }
         Some(field) => {
             // The version field makes `Versioned` the owner; ask for it at the
             // version field, where the reason is. The struct's name is

@@ -29,6 +29,9 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
 
             #[automatically_derived]
             impl #p::__private::Versioned for #ident {}
+
+            #[automatically_derived]
+            impl #p::__private::VersionChecked for #ident {}
         };
     })
 }
