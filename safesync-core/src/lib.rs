@@ -20,11 +20,13 @@
 compile_error!("safesync needs at least one backend feature: `sqlite`, `mysql` or `postgres`");
 
 mod advisory;
+mod connect;
 mod db;
 mod dialect;
 mod error;
 mod metrics;
 mod ops;
+mod query;
 mod record;
 mod redact;
 mod retry;
@@ -35,6 +37,7 @@ pub use db::{Db, DbOptions};
 pub use dialect::Dialect;
 pub use error::{Error, Result};
 pub use metrics::Metrics;
+pub use query::{Params, Scalar, Select, Value};
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
 pub use tx::Tx;
