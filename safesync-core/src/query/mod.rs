@@ -206,6 +206,15 @@ impl Db {
     }
 
     /// [`Tx::fetch_one`] in a transaction of its own.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").await?;
+    /// db.execute("INSERT INTO t VALUES (1), (2)").await?;
+    /// assert_eq!(db.fetch_one::<i64>("SELECT COUNT(*) FROM t WHERE id > ?", (0,)).await?, 2);
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
     pub async fn fetch_one<S: Scalar>(&self, sql: &str, params: impl Params<'_>) -> Result<S> {
         let mut tx = self.begin().await?;
         let v = tx.fetch_one(sql, params).await?;
@@ -214,6 +223,15 @@ impl Db {
     }
 
     /// [`Tx::fetch_optional`] in a transaction of its own.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").await?;
+    /// db.execute("INSERT INTO t VALUES (1), (2)").await?;
+    /// assert_eq!(db.fetch_optional::<i64>("SELECT id FROM t WHERE id = ?", (3,)).await?, None);
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
     pub async fn fetch_optional<S: Scalar>(
         &self,
         sql: &str,
@@ -226,6 +244,15 @@ impl Db {
     }
 
     /// [`Tx::fetch_all`] in a transaction of its own.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// db.execute("CREATE TABLE t (id BIGINT PRIMARY KEY)").await?;
+    /// db.execute("INSERT INTO t VALUES (1), (2)").await?;
+    /// assert_eq!(db.fetch_all::<i64>("SELECT id FROM t ORDER BY id DESC", ()).await?, [2, 1]);
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
     pub async fn fetch_all<S: Scalar>(&self, sql: &str, params: impl Params<'_>) -> Result<Vec<S>> {
         let mut tx = self.begin().await?;
         let v = tx.fetch_all(sql, params).await?;
@@ -302,26 +329,17 @@ fn select_sql<T: Table>(dialect: Dialect, rest: &str) -> String {
 /// Implemented for every record; `use safesync::prelude::*` imports it.
 ///
 /// ```
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use safesync_core::{Db, Select as _};
-/// # use safesync_core::__private as p;
-/// # #[derive(Debug)] struct Account { id: i64, balance: i64 }
-/// # impl p::Table for Account {
-/// #     type Key = i64;
-/// #     const META: &'static p::TableMeta = &p::TableMeta { table: "accounts", schema: None, columns: &["id", "balance"], key: &[0], version: None };
-/// #     fn statements() -> &'static p::Statements { static S: p::Statements = p::Statements::new(); &S }
-/// #     fn version(&self) -> Option<i64> { None }
-/// #     fn bump_version(&mut self) {}
-/// #     fn key_debug(&self) -> String { format!("{:?}", self.id) }
-/// # }
-/// # impl<DB: p::sqlx::Database> p::RowCodec<DB> for Account where usize: p::sqlx::ColumnIndex<DB::Row>, i64: for<'q> p::sqlx::Encode<'q, DB> + for<'r> p::sqlx::Decode<'r, DB> + p::sqlx::Type<DB> {
-/// #     fn bind_all<'q>(&'q self, a: &mut DB::Arguments<'q>) -> Result<(), p::sqlx::error::BoxDynError> { p::sqlx::Arguments::add(a, &self.id)?; p::sqlx::Arguments::add(a, &self.balance) }
-/// #     fn bind_values<'q>(&'q self, a: &mut DB::Arguments<'q>) -> Result<(), p::sqlx::error::BoxDynError> { p::sqlx::Arguments::add(a, &self.balance) }
-/// #     fn bind_own_key<'q>(&'q self, a: &mut DB::Arguments<'q>) -> Result<(), p::sqlx::error::BoxDynError> { p::sqlx::Arguments::add(a, &self.id) }
-/// #     fn bind_version<'q>(&'q self, _: &mut DB::Arguments<'q>) -> Result<(), p::sqlx::error::BoxDynError> { Ok(()) }
-/// #     fn bind_key<'q>(k: &'q i64, a: &mut DB::Arguments<'q>) -> Result<(), p::sqlx::error::BoxDynError> { p::sqlx::Arguments::add(a, k) }
-/// #     fn decode(r: &DB::Row) -> Result<Self, p::sqlx::Error> { Ok(Account { id: p::sqlx::Row::try_get(r, 0)?, balance: p::sqlx::Row::try_get(r, 1)? }) }
-/// # }
+///
+/// #[derive(Debug, safesync_macros::Locked)]
+/// #[safesync(table = "accounts", crate = "safesync_core")]
+/// struct Account {
+///     #[safesync(key)]
+///     id: i64,
+///     balance: i64,
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let db = Db::connect("sqlite::memory:").await?;
 /// db.execute("CREATE TABLE accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL)").await?;
 /// db.execute("INSERT INTO accounts VALUES (1, 50), (2, 0), (3, 70)").await?;
