@@ -110,3 +110,39 @@ async fn a_reachable_server_still_connects() {
         db.close().await;
     }
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_fails_after_the_connect_timeout() {
+    // Accepted by the kernel's backlog, never answered: the handshake waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    for url in [
+        format!("mysql://safesync:{SECRET}@127.0.0.1:{port}/safesync"),
+        format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/test"),
+    ] {
+        let start = Instant::now();
+        let err = Db::connect(&url).await.err().expect("connected");
+        let took = start.elapsed();
+        let shown = format!("{err}");
+        assert!(
+            shown.contains("within the connect timeout of 1s"),
+            "{shown}"
+        );
+        assert!(!shown.contains(SECRET), "{shown}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        let start = Instant::now();
+        let options = DbOptions::default().connect_timeout(Duration::from_millis(300));
+        let err = Db::connect_with(&url, options)
+            .await
+            .err()
+            .expect("connected");
+        let took = start.elapsed();
+        assert!(err.to_string().contains("of 300ms"), "{err}");
+        assert!(took < Duration::from_millis(800), "{took:?}");
+    }
+    drop(silent);
+}

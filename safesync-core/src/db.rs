@@ -577,7 +577,8 @@ impl Db {
     }
 
     /// Runs SQL with no parameters (several statements allowed) outside any
-    /// transaction; returns the rows affected. Meant for DDL and migrations.
+    /// transaction; returns the rows affected. Meant for DDL and migrations;
+    /// a statement with values is [`Db::execute_with`].
     pub async fn execute(&self, sql: &str) -> Result<u64> {
         let q = sqlx::raw_sql(sql);
         let done = match &self.pool {
