@@ -121,7 +121,7 @@ async fn a_server_that_never_answers_fails_after_the_connect_timeout() {
         format!("postgres://postgres:{SECRET}@127.0.0.1:{port}/test"),
     ] {
         let start = Instant::now();
-        let err = Db::connect(&url).await.err().expect("connected");
+        let err = Db::connect(&url).await.expect_err("connected");
         let took = start.elapsed();
         let shown = format!("{err}");
         assert!(
@@ -138,8 +138,7 @@ async fn a_server_that_never_answers_fails_after_the_connect_timeout() {
         let options = DbOptions::default().connect_timeout(Duration::from_millis(300));
         let err = Db::connect_with(&url, options)
             .await
-            .err()
-            .expect("connected");
+            .expect_err("connected");
         let took = start.elapsed();
         assert!(err.to_string().contains("of 300ms"), "{err}");
         assert!(took < Duration::from_millis(800), "{took:?}");

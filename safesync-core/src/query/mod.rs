@@ -389,9 +389,9 @@ pub trait Select: Record {
         async move {
             Self::select_optional(tx, rest, params)
                 .await?
-                .ok_or_else(|| Error::NotFound {
+                .ok_or(Error::NotFound {
                     table: Some(Self::META.table),
-                    key: Some(format!("`{rest}`")),
+                    key: None,
                 })
         }
     }
