@@ -58,8 +58,8 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, Locked, Record,
-    Result, RetryPolicy, Table, Tx, Versioned, advisory_key,
+    AdvisoryLock, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, Locked, Params,
+    Record, Result, RetryPolicy, Scalar, Select, Table, Tx, Value, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
@@ -160,7 +160,7 @@ pub use safesync_core::__private::prometheus;
 ///
 /// #[queue_handler(stream = "orders", group = "billing")]
 /// async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
-///     tx.execute(&format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id))
+///     tx.execute_with("UPDATE orders SET status = 'billed' WHERE id = ?", (msg.order_id,))
 ///         .await?;
 ///     Ok(())
 /// }
@@ -219,7 +219,7 @@ pub use safesync_queue::{
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Db, DbOptions, Error, Held, Inserted, Locked, Record, RetryPolicy, Tx, Versioned,
+        Db, DbOptions, Error, Held, Inserted, Locked, Record, RetryPolicy, Select, Tx, Versioned,
     };
 }
 

@@ -133,12 +133,12 @@ async fn naive_read_modify_write_loses_updates(backend: Backend) {
                     .fetch_one(pool)
                     .await?;
                 tokio::task::yield_now().await;
-                sqlx::query(&format!(
-                    "UPDATE hot SET balance = {} WHERE id = 1",
-                    balance + 1
-                ))
-                .execute(pool)
-                .await?;
+                let update = if backend == Backend::Postgres {
+                    "UPDATE hot SET balance = $1 WHERE id = 1"
+                } else {
+                    "UPDATE hot SET balance = ? WHERE id = 1"
+                };
+                sqlx::query(update).bind(balance + 1).execute(pool).await?;
             }};
         }
         match backend {

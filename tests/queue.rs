@@ -416,11 +416,11 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
         ids.insert(order_id, id);
     }
     // Order 30 was handled before: its ledger row is there.
-    t.db.execute(&format!(
+    t.db.execute_with(
         "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-         VALUES ('{stream}', 'billing', '{}')",
-        ids[&30]
-    ))
+         VALUES (?, 'billing', ?)",
+        (stream, ids[&30].as_str()),
+    )
     .await
     .unwrap();
     let behaviour = Arc::new(Behaviour {
@@ -481,7 +481,41 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
     t.cleanup().await;
 }
 
+/// `prune_ledger` binds the age: rows older than it go, newer ones stay.
+async fn prune_ledger_deletes_only_rows_older_than_the_age_given(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    safesync::queue::ensure_ledger(&t.db).await.unwrap();
+    for id in ["1-0", "2-0"] {
+        t.db.execute_with(
+            "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES ('s', 'g', ?)",
+            (id,),
+        )
+        .await
+        .unwrap();
+    }
+    t.db.execute_with(
+        "UPDATE safesync_queue_ledger SET processed_at = '2000-01-01 00:00:00' WHERE entry_id = ?",
+        ("1-0",),
+    )
+    .await
+    .unwrap();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let prune = |age| safesync::queue::prune_ledger(&t.db, age);
+    assert_eq!(prune(century).await.unwrap(), 0);
+    assert_eq!(prune(Duration::from_secs(3600)).await.unwrap(), 1);
+    let left =
+        t.db.fetch_one::<i64>(
+            "SELECT COUNT(*) FROM safesync_queue_ledger WHERE entry_id <> ?",
+            ("1-0",),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the newer row stays");
+    t.cleanup().await;
+}
+
 on_every_backend!(
+    prune_ledger_deletes_only_rows_older_than_the_age_given,
     every_order_is_processed_exactly_once_by_concurrent_workers,
     a_commit_whose_ack_was_lost_takes_effect_once,
     shared_transactions_apply_each_entry_once_and_fall_back_on_failure,

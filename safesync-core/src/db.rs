@@ -33,23 +33,29 @@ pub struct DbOptions {
     max_connections: Option<u32>,
     min_connections: u32,
     acquire_timeout: Duration,
+    connect_timeout: Duration,
     busy_timeout: Duration,
     idle_lock_connections: usize,
     metrics: Option<Metrics>,
 }
+
+/// How long [`Db::connect`] tries to open its first connection by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Named-lock connections kept idle by default.
 const DEFAULT_IDLE_LOCK_CONNECTIONS: usize = 8;
 
 impl Default for DbOptions {
     /// sqlx's pool size (10; 1 for an in-memory SQLite database, whose
-    /// connections would otherwise each see a database of their own), a 10 s
-    /// acquire timeout and a 10 s SQLite busy timeout.
+    /// connections would otherwise each see a database of their own), a 1 s
+    /// connect timeout, a 10 s acquire timeout and a 10 s SQLite busy
+    /// timeout.
     fn default() -> Self {
         DbOptions {
             max_connections: None,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             busy_timeout: Duration::from_secs(10),
             idle_lock_connections: DEFAULT_IDLE_LOCK_CONNECTIONS,
             metrics: None,
@@ -76,6 +82,24 @@ impl DbOptions {
     #[must_use]
     pub fn acquire_timeout(mut self, d: Duration) -> Self {
         self.acquire_timeout = d;
+        self
+    }
+
+    /// How long [`Db::connect_with`] tries to open a first connection
+    /// (default 1 s) before it fails with the cause: "Connection refused",
+    /// a host name that does not resolve, a refused login, TLS. A refused
+    /// connection is retried within this time (the server may be starting);
+    /// other errors return at once. Raise it for a far-away server whose
+    /// handshake takes longer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = safesync_core::DbOptions::default().connect_timeout(Duration::from_secs(3));
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
         self
     }
 
@@ -204,7 +228,12 @@ impl Db {
     /// `postgres://user@host/db` (also `postgresql://`).
     ///
     /// A file SQLite database is created when missing and opened in WAL mode.
-    /// Errors never contain the password.
+    ///
+    /// One connection is opened first, within
+    /// [`DbOptions::connect_timeout`] (1 s by default): a server that is
+    /// not there fails fast as [`Error::Connect`] with the cause
+    /// ("Connection refused", an unknown host, a refused login), not as a
+    /// pool timeout. Errors never contain the password.
     pub async fn connect(url: &str) -> Result<Db> {
         Db::connect_with(url, DbOptions::default()).await
     }
@@ -219,11 +248,7 @@ impl Db {
                 e.to_string().replace(url, &redacted)
             ))
         };
-        let connect_err = |source| Error::Connect {
-            url: redacted.clone(),
-            source,
-        };
-        let _ = (&options, &bad_url, &connect_err);
+        let _ = (&options, &bad_url);
         match scheme {
             "sqlite" => {
                 #[cfg(feature = "sqlite")]
@@ -238,11 +263,13 @@ impl Db {
                     if !memory {
                         opts = opts.journal_mode(SqliteJournalMode::Wal);
                     }
-                    let pool = options
-                        .pool(if memory { 1 } else { 4 })
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
+                    let pool = crate::connect::pool(
+                        options.pool(if memory { 1 } else { 4 }),
+                        opts,
+                        options.connect_timeout,
+                        &redacted,
+                    )
+                    .await?;
                     Ok(Db::wrap(Pool::Sqlite(pool), &options))
                 }
                 #[cfg(not(feature = "sqlite"))]
@@ -255,11 +282,13 @@ impl Db {
                     let fixed = url.replacen("mariadb:", "mysql:", 1);
                     let opts =
                         sqlx::mysql::MySqlConnectOptions::from_str(&fixed).map_err(bad_url)?;
-                    let pool = options
-                        .pool(10)
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
+                    let pool = crate::connect::pool(
+                        options.pool(10),
+                        opts,
+                        options.connect_timeout,
+                        &redacted,
+                    )
+                    .await?;
                     Ok(Db::wrap(Pool::MySql(pool), &options))
                 }
                 #[cfg(not(feature = "mysql"))]
@@ -270,11 +299,13 @@ impl Db {
                 {
                     use std::str::FromStr;
                     let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(bad_url)?;
-                    let pool = options
-                        .pool(10)
-                        .connect_with(opts)
-                        .await
-                        .map_err(connect_err)?;
+                    let pool = crate::connect::pool(
+                        options.pool(10),
+                        opts,
+                        options.connect_timeout,
+                        &redacted,
+                    )
+                    .await?;
                     Ok(Db::wrap(Pool::Postgres(pool), &options))
                 }
                 #[cfg(not(feature = "postgres"))]
@@ -546,7 +577,8 @@ impl Db {
     }
 
     /// Runs SQL with no parameters (several statements allowed) outside any
-    /// transaction; returns the rows affected. Meant for DDL and migrations.
+    /// transaction; returns the rows affected. Meant for DDL and migrations;
+    /// a statement with values is [`Db::execute_with`].
     pub async fn execute(&self, sql: &str) -> Result<u64> {
         let q = sqlx::raw_sql(sql);
         let done = match &self.pool {

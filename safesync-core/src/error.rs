@@ -144,6 +144,24 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A statement that cannot be run as written: its `?` placeholders do
+    /// not match the values bound, or its text is malformed (an
+    /// unterminated string, a `$1`-style placeholder). Names the statement.
+    ///
+    /// ```
+    /// use safesync_core::Error;
+    ///
+    /// let err = Error::Query { sql: "SELECT ?".into(), reason: "it has 1 `?` placeholder(s) but 0 value(s) were bound".into() };
+    /// assert_eq!(err.to_string(), "cannot run `SELECT ?`: it has 1 `?` placeholder(s) but 0 value(s) were bound");
+    /// ```
+    #[error("cannot run `{sql}`: {reason}")]
+    Query {
+        /// The statement as written.
+        sql: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Bad configuration: an unparsable URL, an unknown scheme, a bad option.
     /// Never contains a password.
     #[error("configuration error: {0}")]

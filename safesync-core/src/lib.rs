@@ -20,12 +20,14 @@
 compile_error!("safesync needs at least one backend feature: `sqlite`, `mysql` or `postgres`");
 
 mod advisory;
+mod connect;
 mod db;
 mod dialect;
 mod error;
 mod held;
 mod metrics;
 mod ops;
+mod query;
 mod record;
 mod redact;
 mod retry;
@@ -37,6 +39,7 @@ pub use dialect::Dialect;
 pub use error::{Error, Result};
 pub use held::Held;
 pub use metrics::Metrics;
+pub use query::{Params, Scalar, Select, Value};
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
 pub use tx::Tx;

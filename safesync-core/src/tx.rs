@@ -219,7 +219,8 @@ impl<'c> Tx<'c> {
 
     /// Runs SQL with no parameters (several statements allowed) inside this
     /// transaction; returns the rows affected. For DDL and fixed statements:
-    /// values belong in bound parameters through the typed calls.
+    /// values go to `?` placeholders through [`Tx::execute_with`], never
+    /// into the text.
     pub async fn execute(&mut self, sql: &str) -> Result<u64> {
         use sqlx::Executor as _;
         Ok(on_tx!(self, |conn, DB| conn

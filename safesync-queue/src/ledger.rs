@@ -92,20 +92,32 @@ pub async fn ensure_ledger(db: &Db) -> Result<()> {
 /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
 /// ```
 pub async fn prune_ledger(db: &Db, older_than: Duration) -> Result<u64> {
-    let secs = older_than.as_secs();
-    let sql = match db.dialect() {
-        Dialect::Sqlite => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < datetime('now', '-{secs} seconds')"
-        ),
-        Dialect::MySql => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < NOW(6) - INTERVAL {secs} SECOND"
-        ),
-        Dialect::Postgres => format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < now() - interval '{secs} seconds'"
-        ),
-        other => return Err(unsupported(other)),
-    };
-    db.execute(&sql).await
+    let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+    match db.dialect() {
+        Dialect::Sqlite => {
+            let modifier = format!("-{secs} seconds");
+            db.execute_with(
+                "DELETE FROM safesync_queue_ledger WHERE processed_at < datetime('now', ?)",
+                (modifier,),
+            )
+            .await
+        }
+        Dialect::MySql => {
+            db.execute_with(
+                "DELETE FROM safesync_queue_ledger WHERE processed_at < NOW(6) - INTERVAL ? SECOND",
+                (secs,),
+            )
+            .await
+        }
+        Dialect::Postgres => {
+            db.execute_with(
+                "DELETE FROM safesync_queue_ledger WHERE processed_at < now() - ? * interval '1 second'",
+                (secs,),
+            )
+            .await
+        }
+        other => Err(unsupported(other)),
+    }
 }
 
 fn unsupported(dialect: Dialect) -> Error {

@@ -40,8 +40,8 @@
 //!     fn group(&self) -> &'static str { "billing" }
 //!     fn handle<'t>(&'t self, tx: &'t mut Tx<'_>, msg: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
 //!         async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
-//!             let sql = format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id);
-//!             tx.execute(&sql).await?;
+//!             tx.execute_with("UPDATE orders SET status = 'billed' WHERE id = ?", (msg.order_id,))
+//!                 .await?;
 //!             Ok(())
 //!         }
 //!         Box::pin(bill(tx, msg))
