@@ -58,8 +58,8 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, Db, DbOptions, Dialect, Error, Inserted, LockOptions, Locked, Record, Result,
-    RetryPolicy, Table, Tx, Versioned, advisory_key,
+    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Inserted, LockOptions, Locked,
+    Mismatch, Record, Result, RetryPolicy, SqlType, Table, Tx, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};

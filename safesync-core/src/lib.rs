@@ -23,11 +23,13 @@ mod advisory;
 mod db;
 mod dialect;
 mod error;
+mod field;
 mod metrics;
 mod ops;
 mod record;
 mod redact;
 mod retry;
+mod schema;
 mod tx;
 
 pub use advisory::{AdvisoryLock, LockOptions, advisory_key};
@@ -37,15 +39,18 @@ pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
+pub use schema::{ColumnType, Mismatch, SqlType};
 pub use tx::Tx;
 
 /// Items the derive macros' generated code names. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::field::{MySqlColumn, PgColumn, SqliteColumn};
     pub use crate::record::{
         Codecs, RowCodec, Statements, TableMeta, VersionInt, VersionedDerived,
     };
-    pub use crate::{Locked, Table, Versioned};
+    pub use crate::schema::{ColumnDef, SchemaMeta, SqlType, TableSchema};
+    pub use crate::{Locked, Record, Table, Versioned};
     pub use futures_core::future::BoxFuture;
     pub use prometheus;
     pub use sqlx;
