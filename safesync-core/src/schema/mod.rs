@@ -24,6 +24,8 @@ mod sqlite;
 
 use std::fmt;
 
+use futures_core::future::BoxFuture;
+
 use crate::db::Db;
 use crate::dialect::Dialect;
 use crate::error::{Error, Result};
@@ -458,10 +460,15 @@ impl Db {
     /// db.check_table::<Account>().await?;
     /// # Ok::<_, safesync::Error>(()) }).unwrap();
     /// ```
-    pub async fn create_table<T: TableSchema>(&self) -> Result<()> {
+    pub fn create_table<T: TableSchema>(&self) -> BoxFuture<'_, Result<()>> {
+        // A future whose type does not name `T`: a record without a
+        // `TableSchema` is then one error, at this call, not one per use of
+        // the future as well.
         let sql = self.dialect().create_table(T::META, T::SCHEMA);
-        self.execute(&sql).await?;
-        Ok(())
+        Box::pin(async move {
+            self.execute(&sql).await?;
+            Ok(())
+        })
     }
 
     /// Compares the record's live table with the struct, for a check at
@@ -502,19 +509,22 @@ impl Db {
     /// );
     /// # Ok::<_, safesync::Error>(()) }).unwrap();
     /// ```
-    pub async fn check_table<T: TableSchema>(&self) -> Result<()> {
-        let meta = T::META;
-        let live = self.live_table(meta).await?;
-        let mismatches = self.dialect().compare(meta, T::SCHEMA, live.as_ref());
-        if mismatches.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Schema {
-                record: T::SCHEMA.record,
-                table: qualified(meta),
-                mismatches,
-            })
-        }
+    pub fn check_table<T: TableSchema>(&self) -> BoxFuture<'_, Result<()>> {
+        // As in `create_table`, the future does not name `T`.
+        let (meta, schema) = (T::META, T::SCHEMA);
+        Box::pin(async move {
+            let live = self.live_table(meta).await?;
+            let mismatches = self.dialect().compare(meta, schema, live.as_ref());
+            if mismatches.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Schema {
+                    record: schema.record,
+                    table: qualified(meta),
+                    mismatches,
+                })
+            }
+        })
     }
 
     /// The live table from the backend's catalog; `None` when it does not
