@@ -294,24 +294,24 @@ async fn a_column_too_narrow_or_nullable_for_its_field_is_a_mismatch(backend: Ba
     )
     .await;
     let found = mismatches(t.db.check_table::<Account>().await);
-    let mut expected = vec![Mismatch::Nullable {
-        column: "owner",
-        field: "owner: String".into(),
-    }];
-    if backend != Backend::Sqlite {
-        let int = if backend == Backend::MySql {
-            "int(11)"
-        } else {
-            "integer"
-        };
-        expected.push(Mismatch::WrongType {
-            column: "balance",
-            field: "balance: i64".into(),
-            found: int.into(),
-            expected: "BIGINT",
-        });
+    assert_eq!(
+        found[0],
+        Mismatch::Nullable {
+            column: "owner",
+            field: "owner: String".into(),
+        }
+    );
+    if backend == Backend::Sqlite {
+        assert_eq!(found.len(), 1, "{found:?}");
+    } else {
+        // MariaDB spells it `int(11)`, MySQL 8 `int`, PostgreSQL `integer`.
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            matches!(&found[1], Mismatch::WrongType { column: "balance", field, found, expected: "BIGINT" }
+                if field == "balance: i64" && found.starts_with("int")),
+            "{found:?}"
+        );
     }
-    assert_eq!(found, expected);
     t.cleanup().await;
 }
 
