@@ -315,7 +315,40 @@ async fn a_column_too_narrow_or_nullable_for_its_field_is_a_mismatch(backend: Ba
     t.cleanup().await;
 }
 
+async fn a_primary_key_column_is_not_null_only_where_the_backend_makes_it_so(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    // PRIMARY KEY implies NOT NULL on MySQL and PostgreSQL, and on SQLite
+    // for the rowid (`INTEGER PRIMARY KEY`) only.
+    t.exec(if backend == Backend::Sqlite {
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+         balance BIGINT NOT NULL, version BIGINT NOT NULL)"
+    } else {
+        "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+         balance BIGINT NOT NULL, version BIGINT NOT NULL)"
+    })
+    .await;
+    t.db.check_table::<Account>().await.unwrap();
+    if backend == Backend::Sqlite {
+        // Any other SQLite primary key column takes NULL unless told not to.
+        t.exec("DROP TABLE accounts").await;
+        t.exec(
+            "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
+             balance BIGINT NOT NULL, version BIGINT NOT NULL)",
+        )
+        .await;
+        assert_eq!(
+            mismatches(t.db.check_table::<Account>().await),
+            vec![Mismatch::Nullable {
+                column: "id",
+                field: "id: i64".into()
+            }]
+        );
+    }
+    t.cleanup().await;
+}
+
 on_every_backend!(
+    a_primary_key_column_is_not_null_only_where_the_backend_makes_it_so,
     create_table_then_insert_find_update_delete,
     create_table_with_a_schema_a_composite_key_and_every_type,
     check_table_lists_every_mismatch_at_once,
