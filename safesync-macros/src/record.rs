@@ -65,7 +65,7 @@ fn impl_table_schema(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
     let defs = columns.iter().map(|f| {
         let ty = f.ty;
         let field = f.ident.to_string().trim_start_matches("r#").to_owned();
-        let rust_type = quote!(#ty).to_string().replace(' ', "");
+        let rust_type = type_string(ty);
         quote! {
             #p::ColumnDef {
                 field: #field,
@@ -84,6 +84,22 @@ fn impl_table_schema(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
             };
         }
     }
+}
+
+/// A type as the user wrote it: `Option<String>`, not `Option < String >`.
+fn type_string(ty: &syn::Type) -> String {
+    let raw = quote!(#ty).to_string();
+    let mut out = String::with_capacity(raw.len());
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
+    for token in raw.split(' ') {
+        let after_word = out.chars().last().is_some_and(is_word);
+        let before_word = token.chars().next().is_some_and(is_word);
+        if (after_word && before_word) || out.ends_with(',') {
+            out.push(' ');
+        }
+        out.push_str(token);
+    }
+    out
 }
 
 /// `Some(#value)` or `None`, as an expression.
@@ -264,6 +280,27 @@ fn impl_row_codec(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
             ) -> ::core::result::Result<Self, #p::sqlx::Error> {
                 ::core::result::Result::Ok(Self { #(#decode_fields),* })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_string;
+
+    #[test]
+    fn types_are_written_as_in_source() {
+        for written in [
+            "i64",
+            "Option<String>",
+            "Vec<u8>",
+            "std::string::String",
+            "Option<Vec<u8>>",
+            "&'static str",
+            "(i64, String)",
+        ] {
+            let ty: syn::Type = syn::parse_str(written).unwrap();
+            assert_eq!(type_string(&ty), written);
         }
     }
 }
