@@ -22,11 +22,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let db = Db::connect("sqlite::memory:").await?;
-//! db.execute(
-//!     "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL,
-//!      balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-//! )
-//! .await?;
+//! db.create_table::<Account>().await?; // CREATE TABLE IF NOT EXISTS, from the struct
 //!
 //! let mut tx = db.begin().await?;
 //! Account { id: 1, owner: "ada".into(), balance: 0, version: 0 }.insert(&mut tx).await?;
@@ -58,8 +54,9 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, Locked, Params,
-    Record, Result, RetryPolicy, Scalar, Select, Table, Tx, Value, Versioned, advisory_key,
+    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, Locked,
+    Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select, SqlType, Table, Tx, Value,
+    Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
@@ -118,11 +115,7 @@ pub use safesync_macros::{Locked, Versioned};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let db = Db::connect("sqlite::memory:").await?;
-/// db.execute(
-///     "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL,
-///      balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-/// )
-/// .await?;
+/// db.create_table::<Account>().await?;
 ///
 /// open(&db, 1, "ada").await?;
 /// assert_eq!(deposit(&db, 1, 10).await?, 10);

@@ -167,6 +167,36 @@ pub enum Error {
     #[error("configuration error: {0}")]
     Config(String),
 
+    /// The live table does not match the record's struct
+    /// ([`Db::check_table`](crate::Db::check_table)): every mismatch, in
+    /// one error.
+    ///
+    /// ```
+    /// use safesync_core::{Error, Mismatch};
+    ///
+    /// let err = Error::Schema {
+    ///     record: "Account",
+    ///     table: "accounts".into(),
+    ///     mismatches: vec![Mismatch::MissingTable],
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "table `accounts` does not match struct `Account`: the table does not exist"
+    /// );
+    /// ```
+    #[error(
+        "table `{table}` does not match struct `{record}`: {}",
+        crate::schema::Mismatches(mismatches)
+    )]
+    Schema {
+        /// The struct's name.
+        record: &'static str,
+        /// The table, as `schema.table` when the record names a schema.
+        table: String,
+        /// Every difference found.
+        mismatches: Vec<crate::schema::Mismatch>,
+    },
+
     /// A retry loop stopped: the last error, and how many attempts ran.
     #[error("gave up after {attempts} attempt(s) in {elapsed:?}: {last}")]
     RetriesExhausted {

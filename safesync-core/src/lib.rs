@@ -24,6 +24,7 @@ mod connect;
 mod db;
 mod dialect;
 mod error;
+mod field;
 mod held;
 mod metrics;
 mod ops;
@@ -31,6 +32,7 @@ mod query;
 mod record;
 mod redact;
 mod retry;
+mod schema;
 mod tx;
 
 pub use advisory::{AdvisoryLock, LockOptions, advisory_key};
@@ -42,16 +44,19 @@ pub use metrics::Metrics;
 pub use query::{Params, Scalar, Select, Value};
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
+pub use schema::{ColumnType, Mismatch, SqlType};
 pub use tx::Tx;
 
 /// Items the derive macros' generated code names. Not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::field::{MySqlColumn, PgColumn, SqliteColumn};
     pub use crate::record::{
         Codecs, RowCodec, Statements, TableMeta, Unversioned, VersionChecked, VersionInt,
         VersionedDerived,
     };
-    pub use crate::{Locked, Table, Versioned};
+    pub use crate::schema::{ColumnDef, SchemaMeta, SqlType, TableSchema};
+    pub use crate::{Locked, Record, Table, Versioned};
     pub use futures_core::future::BoxFuture;
     pub use prometheus;
     pub use sqlx;

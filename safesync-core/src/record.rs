@@ -280,7 +280,9 @@ impl<T: Table + Codecs> Record for T {}
 /// [`Record`], whose `update` and `delete` compare and advance the version.
 pub trait Versioned: Record {}
 
-/// Asked of a `#[derive(Locked)]` struct that has a version field.
+/// Asked of a `#[derive(Locked)]` struct that has a version field;
+/// implemented by `#[derive(Versioned)]` (a marker, so the check does not
+/// depend on the record's field types).
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has a `#[safesync(version)]` field, so it must derive `Versioned` as well as `Locked`",
@@ -288,7 +290,6 @@ pub trait Versioned: Record {}
     note = "add `Versioned` to the derive list: `#[derive(Versioned, Locked)]`"
 )]
 pub trait VersionedDerived {}
-impl<T: Versioned> VersionedDerived for T {}
 
 /// A record that can be locked with `SELECT … FOR UPDATE`.
 ///

@@ -25,6 +25,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = cont.ident;
     let p = krate(&cont);
     let (owned, locked_bound) = match cont.version_field() {
+        // `for<'__a>` defers the `Record` bound to the uses of the record,
+        // as in `Versioned`: a bad field type is one error at the field.
         None => {
             let table = expand_table(&cont);
             (
@@ -34,7 +36,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                     #[automatically_derived]
                     impl #p::__private::Unversioned for #ident {}
                 },
-                quote!(),
+                quote!(where for<'__a> #ident: #p::__private::Record),
             )
         }
         Some(field) => {

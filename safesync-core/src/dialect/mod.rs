@@ -40,7 +40,7 @@ impl Dialect {
         }
     }
 
-    fn quote(self, out: &mut String, ident: &str) {
+    pub(crate) fn quote(self, out: &mut String, ident: &str) {
         // SQLite reads a double-quoted name that is not a column as a string
         // literal ("version" would silently become the text 'version'), so
         // it gets backticks, which are only ever identifiers.
@@ -50,7 +50,7 @@ impl Dialect {
         out.push(q);
     }
 
-    fn table(self, out: &mut String, meta: &TableMeta) {
+    pub(crate) fn table(self, out: &mut String, meta: &TableMeta) {
         if let Some(schema) = meta.schema {
             self.quote(out, schema);
             out.push('.');
