@@ -42,7 +42,9 @@ async fn delete_stream(stream: &str) {
     let mut c = conn().await;
     let _: () = redis::cmd("DEL")
         .arg(stream)
-        .arg(safesync::queue::dead_letter_key(stream))
+        .arg(safesync::queue::dead_letter_key(stream, "billing"))
+        .arg(safesync::queue::replay_key(stream, "billing"))
+        .arg(format!("{stream}:dead"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -214,9 +216,9 @@ async fn processed_count(db: &Db) -> usize {
         .count()
 }
 
-/// Entries in the stream's dead-letter stream.
+/// Dead letters of group `billing` on the stream.
 async fn dead_letter_count(stream: &str) -> usize {
-    safesync::queue::dead_letters(&redis_client(), stream)
+    safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap()
         .len()
@@ -554,7 +556,7 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         "{s:?}"
     );
 
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     let by_id: HashMap<&str, &safesync::queue::DeadLetter> =
@@ -596,30 +598,57 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         vec![("payload".to_owned(), br#"{"order_id":3}"#.to_vec())]
     );
 
-    // Replay puts the original fields back on the stream and removes the
-    // dead letter; an unknown id is NotFound.
+    // Replay puts the original fields, and the original id, on the group's
+    // replay stream (never on the stream) and removes the dead letter; an
+    // unknown id, or another group's, is NotFound.
+    let stream_length = |c: &mut MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg(stream)
+                .query_async::<u64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let before = stream_length(&mut c).await;
     let replayed = safesync::queue::replay_dead_letter(
         &redis_client(),
         stream,
+        "billing",
         &by_id[wrong_type.as_str()].id,
     )
     .await
     .unwrap();
     let back: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
+        .arg(safesync::queue::replay_key(stream, "billing"))
         .arg(&replayed)
         .arg(&replayed)
         .query_async(&mut c)
         .await
         .unwrap();
     assert_eq!(back.ids.len(), 1);
-    assert_eq!(back.ids[0].map.len(), 1, "only the original fields");
+    assert_eq!(back.ids[0].map.len(), 2, "the original fields and id");
     assert_eq!(
         back.ids[0].get::<String>("data").as_deref(),
         Some(r#"{"order_id":"seven"}"#)
     );
+    assert_eq!(
+        back.ids[0].get::<String>("safesync_replay_of").as_deref(),
+        Some(wrong_type.as_str())
+    );
+    assert_eq!(
+        stream_length(&mut c).await,
+        before,
+        "nothing added to the stream"
+    );
     assert_eq!(dead_letter_count(stream).await, 4);
-    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "1-1")
+    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "billing", "1-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let other = &by_id[malformed.as_str()].id;
+    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "mailer", other)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -694,7 +723,7 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
     );
     assert_eq!(o[&3], ("processed".to_owned(), 1));
 
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     assert_eq!(dead[0].deliveries, 3);
@@ -781,7 +810,7 @@ async fn an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed() {
         0,
         "the handler never ran"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     assert_eq!(dead[0].deliveries, 4);
@@ -1364,7 +1393,7 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
         (2, 8, 2, 4),
         "{s:?}"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     let reason = |data: &[u8]| {
@@ -1442,7 +1471,7 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
         behaviour.calls.lock().unwrap().clone(),
         HashMap::from([(1, 1), (3, 1)])
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     for (id, needle) in [

@@ -163,7 +163,8 @@ async fn delete_stream(redis_url: &str, stream: &str) {
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
         .arg(stream)
-        .arg(format!("{stream}:dead"))
+        .arg(safesync::queue::dead_letter_key(stream, "billing"))
+        .arg(safesync::queue::replay_key(stream, "billing"))
         .query_async(&mut c)
         .await
         .unwrap();
