@@ -38,7 +38,7 @@ pub(crate) struct Config {
 }
 
 /// `Err` naming `setting` and its range unless `min <= value <= max`.
-fn in_range<T: PartialOrd + std::fmt::Debug>(
+fn in_range<T: PartialOrd + std::fmt::Debug + Copy>(
     setting: &str,
     value: T,
     min: T,
@@ -126,6 +126,9 @@ mod tests {
         }
     }
 
+    /// A change of one setting.
+    type Change = Box<dyn FnOnce(&mut Config)>;
+
     fn error(change: impl FnOnce(&mut Config)) -> String {
         let mut c = config();
         change(&mut c);
@@ -139,7 +142,7 @@ mod tests {
 
     #[test]
     fn each_setting_out_of_range_is_named_with_its_range() {
-        let cases: [(&str, Box<dyn FnOnce(&mut Config)>); 12] = [
+        let cases: [(&str, Change); 12] = [
             (
                 "`Worker::block` is 18446744073709551615.999999999s; allowed: 1ms to 3600s",
                 Box::new(|c| c.block = Duration::MAX),
