@@ -1145,7 +1145,7 @@ async fn killed_connections_are_reopened_and_nothing_is_lost() {
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await; // blocked in a read again
 
-    // Kill the worker's reader and side connection, as a server restart or
+    // Kill the worker's readers and side connection, as a server restart or
     // a proxy would.
     let mut c = conn().await;
     let list: String = redis::cmd("CLIENT")
@@ -1163,7 +1163,11 @@ async fn killed_connections_are_reopened_and_nothing_is_lost() {
         })
         .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id=")))
         .collect();
-    assert_eq!(ids.len(), 2, "reader and side connection are named: {list}");
+    assert_eq!(
+        ids.len(),
+        3,
+        "the readers of the stream and of the replay stream, and the side connection, are named: {list}"
+    );
     for id in ids {
         let _: i64 = redis::cmd("CLIENT")
             .arg("KILL")
