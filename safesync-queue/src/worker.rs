@@ -518,12 +518,20 @@ impl Worker {
 
     /// Runs until `stop` is cancelled, then drains and returns what it did.
     ///
-    /// Fails at once, without consuming, when the settings are invalid,
-    /// the ledger table cannot be created (only needed, and created, when a
+    /// Fails at once, without consuming, when the settings are invalid
+    /// ([`Error::Config`] naming the setting and its allowed range), the
+    /// ledger table cannot be created (only needed, and created, when a
     /// [`Handler`](crate::Handler) is among the handlers), Redis cannot be reached (within
     /// 5 s to connect and 10 s to answer) or a group cannot be created.
     /// Once running, connection losses are retried with back-off, not
     /// returned.
+    ///
+    /// # Panics
+    ///
+    /// Only with a bug of the worker's own: when one of its read loops
+    /// panics, the others stop, running handlers drain, and `run` resumes
+    /// that panic instead of returning `Ok` with a stream no longer read. (A
+    /// handler's panic is a failed delivery, not a panic of `run`.)
     ///
     /// ```no_run
     /// # use safesync_core::{Db, Error, Tx};
