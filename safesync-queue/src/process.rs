@@ -25,6 +25,9 @@ const MAX_REMEMBERED_ERRORS: usize = 10_000;
 /// An entry handed to this worker, with Redis's delivery count.
 #[derive(Debug)]
 pub(crate) struct Delivery {
+    /// The index of the read source it came from (the handler's stream or
+    /// its group's replay stream), in `Shared::sources` and
+    /// `Shared::handlers` alike.
     pub(crate) handler: usize,
     pub(crate) entry: Entry,
     pub(crate) deliveries: u64,
