@@ -98,8 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Db::connect(&url).await?;
     let redis = safesync::queue::client(&redis_url)?;
     db.execute("DROP TABLE IF EXISTS example_orders").await?;
-    db.execute("CREATE TABLE example_orders (id BIGINT PRIMARY KEY, status VARCHAR(16) NOT NULL, version BIGINT NOT NULL)")
-        .await?;
+    db.create_table::<Order>().await?;
     safesync::queue::ensure_ledger(&db).await?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let _: () = safesync::redis::cmd("DEL")

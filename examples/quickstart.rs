@@ -56,11 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     db.execute("DROP TABLE IF EXISTS quickstart_accounts")
         .await?;
-    db.execute(
-        "CREATE TABLE quickstart_accounts (id BIGINT PRIMARY KEY, owner VARCHAR(64) NOT NULL, \
-         balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-    )
-    .await?;
+    // The table from the struct, in this backend's types; then the startup
+    // check that the live table still matches it.
+    db.create_table::<Account>().await?;
+    db.check_table::<Account>().await?;
     let mut tx = db.begin().await?;
     let account = Account {
         id: 1,

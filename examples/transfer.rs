@@ -69,10 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("transfer.db").display()));
     let db = Db::connect(&url).await?;
     db.execute("DROP TABLE IF EXISTS transfer_accounts").await?;
-    db.execute(
-        "CREATE TABLE transfer_accounts (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-    )
-    .await?;
+    db.create_table::<Account>().await?;
     let mut tx = db.begin().await?;
     for id in 1..=ACCOUNTS {
         Account {

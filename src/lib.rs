@@ -22,11 +22,7 @@
 //!
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let db = Db::connect("sqlite::memory:").await?;
-//! db.execute(
-//!     "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL,
-//!      balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-//! )
-//! .await?;
+//! db.create_table::<Account>().await?; // CREATE TABLE IF NOT EXISTS, from the struct
 //!
 //! let mut tx = db.begin().await?;
 //! Account { id: 1, owner: "ada".into(), balance: 0, version: 0 }.insert(&mut tx).await?;
@@ -58,8 +54,9 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, Db, DbOptions, Dialect, Error, Inserted, LockOptions, LockWait, Locked, Record,
-    Result, RetryPolicy, Table, Tx, Versioned, advisory_key,
+    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, LockWait,
+    Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select, SqlType, Table, Tx,
+    Value, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
@@ -118,11 +115,7 @@ pub use safesync_macros::{Locked, Versioned};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let db = Db::connect("sqlite::memory:").await?;
-/// db.execute(
-///     "CREATE TABLE accounts (id BIGINT PRIMARY KEY, owner TEXT NOT NULL,
-///      balance BIGINT NOT NULL, version BIGINT NOT NULL)",
-/// )
-/// .await?;
+/// db.create_table::<Account>().await?;
 ///
 /// open(&db, 1, "ada").await?;
 /// assert_eq!(deposit(&db, 1, 10).await?, 10);
@@ -160,7 +153,7 @@ pub use safesync_core::__private::prometheus;
 ///
 /// #[queue_handler(stream = "orders", group = "billing")]
 /// async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
-///     tx.execute(&format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id))
+///     tx.execute_with("UPDATE orders SET status = 'billed' WHERE id = ?", (msg.order_id,))
 ///         .await?;
 ///     Ok(())
 /// }
@@ -218,7 +211,9 @@ pub use safesync_queue::{
 
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Db, DbOptions, Error, Inserted, Locked, Record, RetryPolicy, Tx, Versioned};
+    pub use crate::{
+        Db, DbOptions, Error, Held, Inserted, Locked, Record, RetryPolicy, Select, Tx, Versioned,
+    };
 }
 
 #[doc(hidden)]

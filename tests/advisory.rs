@@ -263,7 +263,7 @@ fn multiprocess_child() {
             .unwrap();
             let (n, _) = read_counter(&db).await;
             tokio::task::yield_now().await;
-            db.execute(&format!("UPDATE counter SET n = {} WHERE id = 1", n + 1))
+            db.execute_with("UPDATE counter SET n = ? WHERE id = 1", (n + 1,))
                 .await
                 .unwrap();
             db.execute("UPDATE counter SET holders = holders - 1 WHERE id = 1")

@@ -42,7 +42,9 @@ async fn delete_stream(stream: &str) {
     let mut c = conn().await;
     let _: () = redis::cmd("DEL")
         .arg(stream)
-        .arg(safesync::queue::dead_letter_key(stream))
+        .arg(safesync::queue::dead_letter_key(stream, "billing"))
+        .arg(safesync::queue::replay_key(stream, "billing"))
+        .arg(format!("{stream}:dead"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -214,9 +216,9 @@ async fn processed_count(db: &Db) -> usize {
         .count()
 }
 
-/// Entries in the stream's dead-letter stream.
+/// Dead letters of group `billing` on the stream.
 async fn dead_letter_count(stream: &str) -> usize {
-    safesync::queue::dead_letters(&redis_client(), stream)
+    safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap()
         .len()
@@ -416,11 +418,11 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
         ids.insert(order_id, id);
     }
     // Order 30 was handled before: its ledger row is there.
-    t.db.execute(&format!(
+    t.db.execute_with(
         "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-         VALUES ('{stream}', 'billing', '{}')",
-        ids[&30]
-    ))
+         VALUES (?, 'billing', ?)",
+        (stream, ids[&30].as_str()),
+    )
     .await
     .unwrap();
     let behaviour = Arc::new(Behaviour {
@@ -481,10 +483,46 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
     t.cleanup().await;
 }
 
+/// `prune_ledger` binds the age: rows older than it go, newer ones stay.
+async fn prune_ledger_deletes_only_rows_older_than_the_age_given(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    safesync::queue::ensure_ledger(&t.db).await.unwrap();
+    for id in ["1-0", "2-0"] {
+        t.db.execute_with(
+            "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES ('s', 'g', ?)",
+            (id,),
+        )
+        .await
+        .unwrap();
+    }
+    t.db.execute_with(
+        "UPDATE safesync_queue_ledger SET processed_at = '2000-01-01 00:00:00' WHERE entry_id = ?",
+        ("1-0",),
+    )
+    .await
+    .unwrap();
+    let century = Duration::from_secs(100 * 365 * 24 * 3600);
+    let prune = |age| safesync::queue::prune_ledger(&t.db, age);
+    assert_eq!(prune(century).await.unwrap(), 0);
+    assert_eq!(prune(Duration::from_secs(3600)).await.unwrap(), 1);
+    let left =
+        t.db.fetch_one::<i64>(
+            "SELECT COUNT(*) FROM safesync_queue_ledger WHERE entry_id <> ?",
+            ("1-0",),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the newer row stays");
+    t.cleanup().await;
+}
+
 on_every_backend!(
+    prune_ledger_deletes_only_rows_older_than_the_age_given,
     every_order_is_processed_exactly_once_by_concurrent_workers,
     a_commit_whose_ack_was_lost_takes_effect_once,
     shared_transactions_apply_each_entry_once_and_fall_back_on_failure,
+    a_replayed_dead_letter_reaches_only_the_group_that_failed,
+    a_payload_whose_decoding_panics_is_dead_lettered_not_lost,
 );
 
 // --- 2. Poison messages ----------------------------------------------------
@@ -554,7 +592,7 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         "{s:?}"
     );
 
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     let by_id: HashMap<&str, &safesync::queue::DeadLetter> =
@@ -596,30 +634,57 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed() {
         vec![("payload".to_owned(), br#"{"order_id":3}"#.to_vec())]
     );
 
-    // Replay puts the original fields back on the stream and removes the
-    // dead letter; an unknown id is NotFound.
+    // Replay puts the original fields, and the original id, on the group's
+    // replay stream (never on the stream) and removes the dead letter; an
+    // unknown id, or another group's, is NotFound.
+    let stream_length = |c: &mut MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg(stream)
+                .query_async::<u64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let before = stream_length(&mut c).await;
     let replayed = safesync::queue::replay_dead_letter(
         &redis_client(),
         stream,
+        "billing",
         &by_id[wrong_type.as_str()].id,
     )
     .await
     .unwrap();
     let back: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
+        .arg(safesync::queue::replay_key(stream, "billing"))
         .arg(&replayed)
         .arg(&replayed)
         .query_async(&mut c)
         .await
         .unwrap();
     assert_eq!(back.ids.len(), 1);
-    assert_eq!(back.ids[0].map.len(), 1, "only the original fields");
+    assert_eq!(back.ids[0].map.len(), 2, "the original fields and id");
     assert_eq!(
         back.ids[0].get::<String>("data").as_deref(),
         Some(r#"{"order_id":"seven"}"#)
     );
+    assert_eq!(
+        back.ids[0].get::<String>("safesync_replay_of").as_deref(),
+        Some(wrong_type.as_str())
+    );
+    assert_eq!(
+        stream_length(&mut c).await,
+        before,
+        "nothing added to the stream"
+    );
     assert_eq!(dead_letter_count(stream).await, 4);
-    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "1-1")
+    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "billing", "1-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    let other = &by_id[malformed.as_str()].id;
+    let err = safesync::queue::replay_dead_letter(&redis_client(), stream, "mailer", other)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -694,7 +759,7 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
     );
     assert_eq!(o[&3], ("processed".to_owned(), 1));
 
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     assert_eq!(dead[0].deliveries, 3);
@@ -781,7 +846,7 @@ async fn an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed() {
         0,
         "the handler never ran"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     assert_eq!(dead[0].deliveries, 4);
@@ -996,15 +1061,14 @@ async fn a_deleted_group_is_recreated_and_the_ledger_skips_what_was_done() {
         .await
         .unwrap();
     send_orders(stream, 4..=6).await;
-    // Recreated from `0`: all six are delivered again; the first three are
-    // in the ledger and only acknowledged.
+    // Recreated after the last entry delivered: only the new three come.
     wait_for("6 processed", Duration::from_secs(20), || async move {
         processed_count(db).await == 6 && pending(stream).await == 0
     })
     .await;
     stop.cancel();
     let s = worker.await.unwrap().unwrap();
-    assert_eq!((s.processed, s.duplicates), (6, 3), "{s:?}");
+    assert_eq!((s.processed, s.duplicates), (6, 0), "{s:?}");
     for (id, (_, hits)) in orders(&t.db).await {
         assert_eq!(hits, 1, "order {id}");
     }
@@ -1115,7 +1179,7 @@ async fn killed_connections_are_reopened_and_nothing_is_lost() {
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await; // blocked in a read again
 
-    // Kill the worker's reader and side connection, as a server restart or
+    // Kill the worker's readers and side connection, as a server restart or
     // a proxy would.
     let mut c = conn().await;
     let list: String = redis::cmd("CLIENT")
@@ -1133,7 +1197,11 @@ async fn killed_connections_are_reopened_and_nothing_is_lost() {
         })
         .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id=")))
         .collect();
-    assert_eq!(ids.len(), 2, "reader and side connection are named: {list}");
+    assert_eq!(
+        ids.len(),
+        3,
+        "the readers of the stream and of the replay stream, and the side connection, are named: {list}"
+    );
     for id in ids {
         let _: i64 = redis::cmd("CLIENT")
             .arg("KILL")
@@ -1364,7 +1432,7 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
         (2, 8, 2, 4),
         "{s:?}"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     let reason = |data: &[u8]| {
@@ -1442,7 +1510,7 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
         behaviour.calls.lock().unwrap().clone(),
         HashMap::from([(1, 1), (3, 1)])
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream)
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap();
     for (id, needle) in [
@@ -1465,6 +1533,470 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once() {
         );
         assert!(d.reason.contains(needle), "{:?} lacks {needle:?}", d.reason);
     }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+// --- Dead letters per group, replayed to that group alone --------------------
+
+/// One stream, two groups; order 1 fails once in `billing` only and is
+/// dead-lettered there. Replayed, it reaches `billing` alone: `billing`
+/// applies it once, `shipping` (which had applied it) never sees it again,
+/// and nothing is added to the stream.
+async fn a_replayed_dead_letter_reaches_only_the_group_that_failed(backend: Backend) {
+    let t = setup_orders(backend, 2).await;
+    let stream = unique_stream("replay");
+    send_orders(stream, 1..=2).await;
+    let billing = Arc::new(Behaviour {
+        fail_first: HashMap::from([(1, 1)]),
+        ..Behaviour::default()
+    });
+    let shipping = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &billing))
+            .handle(Bill {
+                stream,
+                group: "shipping",
+                behaviour: Arc::clone(&shipping),
+            })
+            .concurrency(2)
+            .max_deliveries(1)
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let redis = redis_client();
+    let dead_of = |group: &'static str| {
+        let redis = redis.clone();
+        async move {
+            safesync::queue::dead_letters(&redis, stream, group)
+                .await
+                .unwrap()
+        }
+    };
+    let db = &t.db;
+    wait_for(
+        "order 1 dead in billing only",
+        Duration::from_secs(30),
+        || async {
+            dead_of("billing").await.len() == 1
+                && orders(db).await.get(&2).is_some_and(|o| o.1 == 2)
+                && orders(db).await.get(&1).is_some_and(|o| o.1 == 1)
+        },
+    )
+    .await;
+    assert!(dead_of("shipping").await.is_empty());
+    let dead = dead_of("billing").await.remove(0);
+    let h = safesync::queue::health(&redis, stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!((h.dead_letters, h.legacy_dead_letters), (1, 0));
+
+    safesync::queue::replay_dead_letter(&redis, stream, "billing", &dead.id)
+        .await
+        .unwrap();
+    wait_for(
+        "order 1 applied by billing",
+        Duration::from_secs(30),
+        || async {
+            orders(db).await.get(&1).is_some_and(|o| o.1 >= 2) && pending(stream).await == 0
+        },
+    )
+    .await;
+    // Time for a wrong second delivery to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        orders(db).await[&1].1,
+        2,
+        "one effect per group: shipping's first, billing's replay"
+    );
+    assert_eq!(
+        shipping.calls.lock().unwrap()[&1],
+        1,
+        "shipping saw it once"
+    );
+    assert_eq!(
+        billing.calls.lock().unwrap()[&1],
+        2,
+        "billing: failed, then replayed"
+    );
+    assert_eq!((s.processed, s.dead_lettered, s.failed), (4, 1, 1), "{s:?}");
+    assert!(dead_of("billing").await.is_empty());
+    let mut c = conn().await;
+    let length: u64 = redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(length, 2, "the replay never went on the stream");
+    let _: () = redis::cmd("DEL")
+        .arg(safesync::queue::dead_letter_key(stream, "shipping"))
+        .arg(safesync::queue::replay_key(stream, "shipping"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+/// Dead letters written by earlier versions to the shared `<stream>:dead`
+/// are listed for the group that gave up on them, and replayed to it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn legacy_dead_letters_are_listed_and_replayed_per_group() {
+    let stream = unique_stream("legacy");
+    let legacy = format!("{stream}:dead");
+    let mut c = conn().await;
+    let add = |group: &str, original: &str| {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&legacy)
+            .arg("*")
+            .arg("data")
+            .arg(r#"{"order_id":1}"#);
+        for (k, v) in [
+            ("dead_original_id", original),
+            ("dead_group", group),
+            ("dead_consumer", "old"),
+            ("dead_deliveries", "5"),
+            ("dead_reason", "boom"),
+        ] {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    };
+    let billing: String = add("billing", "1-1").query_async(&mut c).await.unwrap();
+    let mailer: String = add("mailer", "1-2").query_async(&mut c).await.unwrap();
+    let redis = redis_client();
+    let listed = safesync::queue::dead_letters(&redis, stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].original_id.as_str()),
+        (billing.as_str(), "1-1")
+    );
+    let err = safesync::queue::replay_dead_letter(&redis, stream, "billing", &mailer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound { .. }),
+        "another group's: {err:?}"
+    );
+    safesync::queue::replay_dead_letter(&redis, stream, "billing", &billing)
+        .await
+        .unwrap();
+    let replayed: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(safesync::queue::replay_key(stream, "billing"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(replayed.ids.len(), 1);
+    assert_eq!(
+        replayed.ids[0]
+            .get::<String>("safesync_replay_of")
+            .as_deref(),
+        Some("1-1")
+    );
+    let left = safesync::queue::dead_letters(&redis, stream, "mailer")
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1, "the other group's stays");
+    assert!(
+        safesync::queue::dead_letters(&redis, stream, "billing")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&legacy)
+        .arg(safesync::queue::replay_key(stream, "billing"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
+// --- A deleted group does not replay history --------------------------------
+
+/// A plain handler has no ledger: a group created again from `0` would
+/// run the whole stream again. It starts after the last delivered entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_group_is_recreated_after_the_last_delivered_entry() {
+    let db = Db::connect("sqlite::memory:").await.unwrap();
+    let stream = unique_stream("nogroup-plain");
+    send_orders(stream, 1..=3).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(db, redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let total = &behaviour.total;
+    wait_for("3 handled", Duration::from_secs(20), || async move {
+        total.load(Ordering::Relaxed) == 3
+    })
+    .await;
+    let mut c = conn().await;
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(stream)
+        .arg("billing")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    send_orders(stream, 4..=6).await;
+    wait_for("6 handled", Duration::from_secs(20), || async move {
+        total.load(Ordering::Relaxed) >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        behaviour.calls.lock().unwrap().clone(),
+        (1..=6).map(|id| (id, 1)).collect::<HashMap<_, _>>(),
+        "nothing before the last delivered entry ran twice"
+    );
+    assert_eq!(s.processed, 6, "{s:?}");
+    delete_stream(stream).await;
+}
+
+// --- Bounded failure reports -------------------------------------------------
+
+/// A 1 MB string where a number belongs: serde's error quotes it, the
+/// dead letter's reason keeps at most 1 KiB of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_reason_is_capped_at_1_kib() {
+    let db = Db::connect("sqlite::memory:").await.unwrap();
+    let stream = unique_stream("bigreason");
+    let mut c = conn().await;
+    let huge = format!(r#"{{"order_id":"{}"}}"#, "x".repeat(1 << 20));
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("data")
+        .arg(&huge)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(db, redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    wait_for("a dead letter", Duration::from_secs(20), || async move {
+        dead_letter_count(stream).await == 1
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(dead.reason.len() <= 1024, "{} bytes", dead.reason.len());
+    assert!(
+        dead.reason.contains("invalid type: string \"xxx"),
+        "{}",
+        dead.reason
+    );
+    assert!(dead.reason.ends_with("bytes in all]"), "{}", dead.reason);
+    assert_eq!(
+        dead.data(),
+        Some(huge.as_bytes()),
+        "the payload itself is kept whole"
+    );
+    delete_stream(stream).await;
+}
+
+/// Two pending entries, the later one idle longer: health reports the
+/// longest idle time, not the lowest id's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_reports_the_longest_idle_pending_entry() {
+    let stream = unique_stream("idle");
+    send_orders(stream, 1..=2).await;
+    let mut c = conn().await;
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("billing")
+        .arg("c")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Claiming the first entry again makes it idle 0: the second is the
+    // longest idle.
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(stream)
+        .arg("billing")
+        .arg("c")
+        .arg(0)
+        .arg(&ids[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let h = safesync::queue::health(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!(h.pending, 2);
+    let idle = h.oldest_pending_idle.unwrap();
+    assert!(idle >= Duration::from_millis(600), "{idle:?}");
+    delete_stream(stream).await;
+}
+
+// --- Settings that cannot panic ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settings_out_of_range_are_config_errors_naming_them() {
+    let db = Db::connect("sqlite::memory:").await.unwrap();
+    let stream = unique_stream("config");
+    let behaviour = Arc::new(Behaviour::default());
+    let worker = || {
+        Worker::new(db.clone(), redis_client()).handle(Plain {
+            stream,
+            behaviour: Arc::clone(&behaviour),
+        })
+    };
+    let cases: [(Worker, &str); 5] = [
+        (worker().block(Duration::MAX), "`Worker::block` is"),
+        (
+            worker().concurrency(usize::MAX),
+            "`Worker::concurrency` is 18446744073709551615; allowed: 1 to 100000",
+        ),
+        (
+            worker()
+                .batch(usize::MAX)
+                .messages_per_transaction(usize::MAX),
+            "`Worker::batch` is 18446744073709551615",
+        ),
+        (
+            worker().batch(100_000).messages_per_transaction(10_000),
+            "`Worker::batch` × `Worker::messages_per_transaction` is 100000 × 10000",
+        ),
+        (
+            worker().claim_idle(Duration::MAX),
+            "`Worker::claim_idle` is",
+        ),
+    ];
+    for (w, needle) in cases {
+        let started = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(10), w.run(CancellationToken::new()))
+            .await
+            .expect("returns at once")
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    delete_stream(stream).await;
+}
+
+/// A payload type whose `Deserialize` panics on negative numbers.
+#[derive(Debug, serde::Serialize)]
+struct Touchy(i64);
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
+        let n = i64::deserialize(d)?;
+        assert!(n >= 0, "a negative Touchy: {n}");
+        Ok(Touchy(n))
+    }
+}
+
+struct TouchyHandler {
+    stream: &'static str,
+    handled: Arc<AtomicU64>,
+}
+
+impl Handler for TouchyHandler {
+    type Payload = Touchy;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle<'t>(&'t self, _tx: &'t mut Tx<'_>, _msg: Touchy) -> BoxFuture<'t, Result<(), Error>> {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A panic while decoding (in a message task, outside the handler) is
+/// not a silently dead task with its entry stuck: the entry is
+/// dead-lettered with the panic's message and the rest is handled.
+async fn a_payload_whose_decoding_panics_is_dead_lettered_not_lost(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let stream = unique_stream("touchy");
+    let mut c = conn().await;
+    for n in ["5", "-1", "6"] {
+        let _: String = redis::cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("data")
+            .arg(n)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let handled = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(TouchyHandler {
+                stream,
+                handled: Arc::clone(&handled),
+            })
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    wait_for("a dead letter", Duration::from_secs(20), || async {
+        dead_letter_count(stream).await == 1 && pending(stream).await == 0
+    })
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.processed, s.dead_lettered), (2, 1), "{s:?}");
+    assert_eq!(handled.load(Ordering::Relaxed), 2);
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert!(
+        dead[0].reason.contains("panicked: a negative Touchy: -1"),
+        "{}",
+        dead[0].reason
+    );
     delete_stream(stream).await;
     t.cleanup().await;
 }

@@ -163,7 +163,8 @@ async fn delete_stream(redis_url: &str, stream: &str) {
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
         .arg(stream)
-        .arg(format!("{stream}:dead"))
+        .arg(safesync::queue::dead_letter_key(stream, "billing"))
+        .arg(safesync::queue::replay_key(stream, "billing"))
         .query_async(&mut c)
         .await
         .unwrap();
@@ -452,8 +453,47 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// The WARN and ERROR events of this process, as `(level, message)`: a
+/// global subscriber installed by the test that looks at log levels.
+static LOGGED: std::sync::Mutex<Vec<(tracing::Level, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records WARN and ERROR events in [`LOGGED`]; nothing else.
+struct Recorder;
+
+impl tracing::Subscriber for Recorder {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event() && *metadata.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        LOGGED
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), message.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
+    // Acks lost in the outage are recovered through the ledger: a warning,
+    // not an error.
+    let _ = tracing::subscriber::set_global_default(Recorder);
     let mut redis_server = PrivateRedis::start();
     let url = redis_server.url();
     let stream = common::unique("q_restart");
@@ -492,6 +532,21 @@ async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
         .unwrap()
         .unwrap();
     eprintln!("restart at {during_outage}/{MESSAGES}: {summary:?}");
+    let lost_acks: Vec<tracing::Level> = LOGGED
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| m.starts_with("acknowledging failed; the entries stay pending"))
+        .map(|(level, _)| *level)
+        .collect();
+    assert!(
+        !lost_acks.is_empty(),
+        "the outage lost acknowledgements (else this proves nothing)"
+    );
+    assert!(
+        lost_acks.iter().all(|l| *l == tracing::Level::WARN),
+        "lost acks are logged at WARN: {lost_acks:?}"
+    );
     assert!(during_outage < MESSAGES, "the restart came mid-stream");
     assert_eq!(
         progress(&t.db).await,

@@ -476,13 +476,15 @@ async fn composite_keys_renamed_columns_and_skipped_fields(backend: Backend) {
         "{err:?}"
     );
     drop(tx);
+    // Held by a finished transaction: a versioned record is written in a
+    // later one as a plain value, which its version check protects.
     let mut tx = t.db.begin().await.unwrap();
-    got.delete(&mut tx).await.unwrap();
+    got.into_inner().delete(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
     t.cleanup().await;
 }
 
-async fn locked_only_records_update_by_key(backend: Backend) {
+async fn locked_only_records_write_through_the_held_row(backend: Backend) {
     let t = TestDb::new(backend).await;
     t.exec("CREATE TABLE counters (name VARCHAR(32) PRIMARY KEY, hits BIGINT NOT NULL)")
         .await;
@@ -494,6 +496,13 @@ async fn locked_only_records_update_by_key(backend: Backend) {
         name: String,
         hits: i64,
     }
+    let a = "a".to_owned();
+    let hits = |db: Db| async move {
+        let mut tx = db.begin().await.unwrap();
+        let c = Counter::find(&mut tx, &"a".to_owned()).await.unwrap();
+        drop(tx);
+        c.map(|c| c.hits)
+    };
 
     let mut tx = t.db.begin().await.unwrap();
     Counter {
@@ -503,10 +512,7 @@ async fn locked_only_records_update_by_key(backend: Backend) {
     .insert(&mut tx)
     .await
     .unwrap();
-    let mut c = Counter::lock(&mut tx, &"a".to_owned())
-        .await
-        .unwrap()
-        .unwrap();
+    let mut c = Counter::lock(&mut tx, &a).await.unwrap().unwrap();
     c.hits += 5;
     c.update(&mut tx).await.unwrap();
     let mut missing = Counter {
@@ -514,25 +520,58 @@ async fn locked_only_records_update_by_key(backend: Backend) {
         hits: 1,
     };
     assert!(matches!(
-        missing.update(&mut tx).await,
+        missing.overwrite(&mut tx).await,
         Err(Error::NotFound { .. })
     ));
     tx.commit().await.unwrap();
+    assert_eq!(hits(t.db.clone()).await, Some(5));
+
+    // A held row written in another transaction: refused before any SQL.
+    let mut tx = t.db.begin().await.unwrap();
+    let mut stale = Counter::lock(&mut tx, &a).await.unwrap().unwrap();
+    tx.commit().await.unwrap();
+    stale.hits = 99;
+    let mut other = t.db.begin().await.unwrap();
+    let err = stale.update(&mut other).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::NotHeld {
+                table: "counters",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not locked by this transaction"));
+    let err = stale.delete(&mut other).await.unwrap_err();
+    assert!(matches!(err, Error::NotHeld { .. }), "{err:?}");
+    other.commit().await.unwrap();
+    assert_eq!(
+        hits(t.db.clone()).await,
+        Some(5),
+        "nothing of the stale row landed"
+    );
+
+    // The deliberate blind write by key.
+    let mut tx = t.db.begin().await.unwrap();
+    Counter {
+        name: "a".into(),
+        hits: 7,
+    }
+    .overwrite(&mut tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(hits(t.db.clone()).await, Some(7));
 
     let mut tx = t.db.begin().await.unwrap();
-    let c = Counter::find(&mut tx, &"a".to_owned())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(c.hits, 5);
+    let c = Counter::lock(&mut tx, &a).await.unwrap().unwrap();
+    assert_eq!(c.hits, 7);
     c.delete(&mut tx).await.unwrap();
-    assert!(
-        Counter::find(&mut tx, &"a".to_owned())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(Counter::find(&mut tx, &a).await.unwrap().is_none());
     tx.commit().await.unwrap();
+    assert_eq!(hits(t.db.clone()).await, None);
     t.cleanup().await;
 }
 
@@ -765,7 +804,7 @@ on_every_backend!(
     lock_returns_the_row_and_holds_it_until_commit,
     lock_nowait_is_lock_busy_and_skip_locked_skips_while_another_holds_the_row,
     composite_keys_renamed_columns_and_skipped_fields,
-    locked_only_records_update_by_key,
+    locked_only_records_write_through_the_held_row,
     transaction_commits_on_ok_and_rolls_back_on_err_and_panic,
     retry_runs_a_new_transaction_per_attempt_and_stops_on_fatal_errors,
     bad_input_gives_errors_naming_what_was_wrong,

@@ -1,6 +1,7 @@
 //! Compile-time tests of `#[derive(Versioned)]`, `#[derive(Locked)]`,
-//! `#[transactional]` and `#[queue_handler]`: every accepted form builds, and
-//! every mistake is a clear error on the span that caused it.
+//! `#[transactional]`, `#[queue_handler]` and the values bound to queries:
+//! every accepted form builds, and every mistake is a clear error on the span
+//! that caused it.
 //!
 //! Compiler messages list candidate types from every crate in the build, so
 //! the expected `.stderr` files are made with every feature on, as the test
@@ -11,7 +12,7 @@
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
-    let mut dirs = vec!["versioned", "locked", "transactional"];
+    let mut dirs = vec!["versioned", "locked", "transactional", "query"];
     if cfg!(feature = "queue") {
         dirs.push("queue_handler");
     }

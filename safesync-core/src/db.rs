@@ -29,11 +29,15 @@ pub struct DbOptions {
     max_connections: Option<u32>,
     min_connections: u32,
     acquire_timeout: Duration,
+    connect_timeout: Duration,
     busy_timeout: Duration,
     lock_timeout: Duration,
     idle_lock_connections: usize,
     metrics: Option<Metrics>,
 }
+
+/// How long [`Db::connect`] tries to open its first connection by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Named-lock connections kept idle by default.
 const DEFAULT_IDLE_LOCK_CONNECTIONS: usize = 8;
@@ -58,13 +62,15 @@ pub(crate) fn check_wait(setting: &str, d: Duration) -> Result<()> {
 
 impl Default for DbOptions {
     /// sqlx's pool size (10; 1 for an in-memory SQLite database, whose
-    /// connections would otherwise each see a database of their own), a 10 s
-    /// acquire timeout, a 10 s SQLite busy timeout and a 10 s lock timeout.
+    /// connections would otherwise each see a database of their own), a 1 s
+    /// connect timeout, a 10 s acquire timeout, a 10 s SQLite busy timeout
+    /// and a 10 s lock timeout.
     fn default() -> Self {
         DbOptions {
             max_connections: None,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             busy_timeout: Duration::from_secs(10),
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             idle_lock_connections: DEFAULT_IDLE_LOCK_CONNECTIONS,
@@ -94,6 +100,24 @@ impl DbOptions {
     #[must_use]
     pub fn acquire_timeout(mut self, d: Duration) -> Self {
         self.acquire_timeout = d;
+        self
+    }
+
+    /// How long [`Db::connect_with`] tries to open a first connection
+    /// (default 1 s) before it fails with the cause: "Connection refused",
+    /// a host name that does not resolve, a refused login, TLS. A refused
+    /// connection is retried within this time (the server may be starting);
+    /// other errors return at once. Raise it for a far-away server whose
+    /// handshake takes longer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = safesync_core::DbOptions::default().connect_timeout(Duration::from_secs(3));
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
         self
     }
 
@@ -173,7 +197,8 @@ impl DbOptions {
     fn check(&self) -> Result<()> {
         check_wait("`DbOptions::busy_timeout`", self.busy_timeout)?;
         check_wait("`DbOptions::lock_timeout`", self.lock_timeout)?;
-        check_wait("`DbOptions::acquire_timeout`", self.acquire_timeout)
+        check_wait("`DbOptions::acquire_timeout`", self.acquire_timeout)?;
+        check_wait("`DbOptions::connect_timeout`", self.connect_timeout)
     }
 
     fn pool<DB: sqlx::Database>(&self, default_max: u32) -> sqlx::pool::PoolOptions<DB> {
@@ -215,7 +240,12 @@ impl Db {
     /// `postgres://user@host/db` (also `postgresql://`).
     ///
     /// A file SQLite database is created when missing and opened in WAL mode.
-    /// Errors never contain the password.
+    ///
+    /// One connection is opened first, within
+    /// [`DbOptions::connect_timeout`] (1 s by default): a server that is
+    /// not there fails fast as [`Error::Connect`] with the cause
+    /// ("Connection refused", an unknown host, a refused login), not as a
+    /// pool timeout. Errors never contain the password.
     pub async fn connect(url: &str) -> Result<Db> {
         Db::connect_with(url, DbOptions::default()).await
     }
@@ -260,14 +290,13 @@ impl Db {
                 e.to_string().replace(url, redacted)
             ))
         })?;
-        let pool = options
-            .pool::<B>(default_max)
-            .connect_with(opts)
-            .await
-            .map_err(|source| Error::Connect {
-                url: redacted.to_owned(),
-                source,
-            })?;
+        let pool = crate::connect::pool(
+            options.pool::<B>(default_max),
+            opts,
+            options.connect_timeout,
+            redacted,
+        )
+        .await?;
         Ok(Db::wrap(Pool::from(BackendPool::new(pool)), options))
     }
 
@@ -488,7 +517,8 @@ impl Db {
     }
 
     /// Runs SQL with no parameters (several statements allowed) outside any
-    /// transaction; returns the rows affected. Meant for DDL and migrations.
+    /// transaction; returns the rows affected. Meant for DDL and migrations;
+    /// a statement with values is [`Db::execute_with`].
     pub async fn execute(&self, sql: &str) -> Result<u64> {
         on_pool!(&self.pool, |p, DB| execute_on(p, sql, self.lock_timeout)
             .await)

@@ -69,6 +69,18 @@ pub enum Error {
         key: String,
     },
 
+    /// A [`Held`](crate::Held) row was written in another transaction than
+    /// the one that locked it: that transaction's lock protects nothing here.
+    #[error(
+        "row in `{table}` with key {key} is not locked by this transaction: lock it again in the transaction that writes it"
+    )]
+    NotHeld {
+        /// Table of the record.
+        table: &'static str,
+        /// The key, as `Debug` prints it.
+        key: String,
+    },
+
     /// A lock could not be taken within its timeout: a named lock
     /// ([`Db::advisory_lock`](crate::Db::advisory_lock)), a row
     /// ([`Locked::lock`](crate::Locked::lock), bounded by
@@ -155,10 +167,58 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
 
+    /// A statement that cannot be run as written: its `?` placeholders do
+    /// not match the values bound, or its text is malformed (an
+    /// unterminated string, a `$1`-style placeholder). Names the statement.
+    ///
+    /// ```
+    /// use safesync_core::Error;
+    ///
+    /// let err = Error::Query { sql: "SELECT ?".into(), reason: "it has 1 `?` placeholder(s) but 0 value(s) were bound".into() };
+    /// assert_eq!(err.to_string(), "cannot run `SELECT ?`: it has 1 `?` placeholder(s) but 0 value(s) were bound");
+    /// ```
+    #[error("cannot run `{sql}`: {reason}")]
+    Query {
+        /// The statement as written.
+        sql: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// Bad configuration: an unparsable URL, an unknown scheme, a bad option.
     /// Never contains a password.
     #[error("configuration error: {0}")]
     Config(String),
+
+    /// The live table does not match the record's struct
+    /// ([`Db::check_table`](crate::Db::check_table)): every mismatch, in
+    /// one error.
+    ///
+    /// ```
+    /// use safesync_core::{Error, Mismatch};
+    ///
+    /// let err = Error::Schema {
+    ///     record: "Account",
+    ///     table: "accounts".into(),
+    ///     mismatches: vec![Mismatch::MissingTable],
+    /// };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "table `accounts` does not match struct `Account`: the table does not exist"
+    /// );
+    /// ```
+    #[error(
+        "table `{table}` does not match struct `{record}`: {}",
+        crate::schema::Mismatches(mismatches)
+    )]
+    Schema {
+        /// The struct's name.
+        record: &'static str,
+        /// The table, as `schema.table` when the record names a schema.
+        table: String,
+        /// Every difference found.
+        mismatches: Vec<crate::schema::Mismatch>,
+    },
 
     /// A retry loop stopped: the last error, and how many attempts ran.
     #[error("gave up after {attempts} attempt(s) in {elapsed:?}: {last}")]

@@ -18,9 +18,10 @@ pub fn ddl(db: &Db) -> &'static str {
     on_pool!(db.pool(), |_p, DB| <DB as Backend>::LEDGER_DDL)
 }
 
-/// Deletes the ledger rows older than `secs` seconds.
-pub fn prune_sql(db: &Db, secs: u64) -> String {
-    on_pool!(db.pool(), |_p, DB| <DB as Backend>::ledger_prune_sql(secs))
+/// Deletes the ledger rows older than its one bound value, in seconds (an
+/// `i64`): `db.execute_with(prune_sql(&db), (secs,))`.
+pub fn prune_sql(db: &Db) -> &'static str {
+    on_pool!(db.pool(), |_p, DB| <DB as Backend>::LEDGER_PRUNE)
 }
 
 /// Inserts one ledger row in `tx`; `Ok(false)` when it was there already.

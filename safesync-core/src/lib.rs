@@ -21,40 +21,51 @@ compile_error!("safesync needs at least one backend feature: `sqlite`, `mysql` o
 
 mod backend;
 mod backoff;
+mod connect;
 mod db;
 mod error;
+mod field;
+mod held;
 mod ledger;
 mod lock;
 mod metrics;
 mod ops;
+mod query;
 mod record;
 mod redact;
 mod retry;
+mod schema;
 mod sql;
 mod tx;
 
 pub use backend::Dialect;
 pub use db::{Db, DbOptions};
 pub use error::{Error, LockWait, Result};
+pub use held::Held;
 pub use lock::{AdvisoryLock, LockOptions, advisory_key};
 pub use metrics::Metrics;
+pub use query::{Params, Scalar, Select, Value};
 pub use record::{Inserted, Locked, Record, Table, Versioned};
 pub use retry::RetryPolicy;
+pub use schema::{ColumnType, Mismatch, SqlType};
 pub use tx::Tx;
 
 /// Items the derive macros' generated code names. Not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::backoff::Backoff;
+    pub use crate::field::{MySqlColumn, PgColumn, SqliteColumn};
     pub use crate::record::{
-        Codecs, RowCodec, Statements, TableMeta, VersionInt, VersionedDerived,
+        Codecs, RowCodec, Statements, TableMeta, Unversioned, VersionChecked, VersionInt,
+        VersionedDerived,
     };
     /// The queue ledger's SQL on a `Db`'s backend.
     pub mod ledger {
         pub use crate::ledger::{ddl, insert, insert_all, prune_sql};
     }
     pub use crate::redact::redact_url;
-    pub use crate::{Locked, Table, Versioned};
+    pub use crate::schema::{ColumnDef, SchemaMeta, SqlType, TableSchema};
+    pub use crate::{Locked, Record, Table, Versioned};
     pub use futures_core::future::BoxFuture;
     pub use prometheus;
     pub use sqlx;

@@ -26,7 +26,7 @@ fn key_of<T: Table>(key: &T::Key) -> String {
 
 /// The statements of `T` on the transaction's backend; `Error::Config`
 /// when `T::META` cannot describe a record.
-fn statements<T: Record>(tx: &Tx<'_>) -> Result<&'static Sql> {
+pub(crate) fn statements<T: Record>(tx: &Tx<'_>) -> Result<&'static Sql> {
     on_tx_backend!(tx, |DB| T::statements().get::<DB>(T::META))
 }
 

@@ -10,6 +10,7 @@ use sqlx::error::BoxDynError;
 
 use crate::backend::{Backend, Dialect};
 use crate::error::Result;
+use crate::held::Held;
 use crate::ops;
 use crate::sql::Sql;
 use crate::tx::Tx;
@@ -161,16 +162,20 @@ pub enum Inserted {
 }
 
 /// Operations every derived record has: `find`, `insert`,
-/// `insert_idempotent`, `update`, `delete`.
+/// `insert_idempotent`; `update` and `delete` on versioned records; and
+/// `overwrite`, the deliberate blind write, on records without a version.
 ///
 /// Implemented for every type that derives [`Versioned`] or [`Locked`];
 /// import it with `use safesync::prelude::*`.
 ///
-/// `update` and `delete` check the version inside the statement itself when
-/// the record has a version column (`WHERE key = ? AND version = ?`), and
-/// answer [`Error::Conflict`](crate::Error::Conflict) when another writer got
-/// there first. Without a version column they write by key alone: use them
-/// only on rows you hold with [`Locked::lock`].
+/// A versioned record's `update` and `delete` check the version inside the
+/// statement itself (`WHERE key = ? AND version = ?`) and answer
+/// [`Error::Conflict`](crate::Error::Conflict) when another writer got there
+/// first, so they are safe on a value read with `find`. A record without a
+/// version column has no such check: it is written through the
+/// [`Held`](crate::Held) row that [`Locked::lock`] returns, and a plain value
+/// has no `update` or `delete` at all (the compiler says to lock the row
+/// first).
 pub trait Record: Table + Codecs {
     /// `SELECT cols FROM table WHERE key = ?`.
     fn find<'a>(
@@ -196,22 +201,65 @@ pub trait Record: Table + Codecs {
         ops::insert_idempotent(self, tx)
     }
 
-    /// Writes every non-key column back. Versioned records: only if the row
+    /// Versioned records: writes every non-key column back, only if the row
     /// is still at this record's version, which is then advanced; otherwise
     /// [`Error::Conflict`](crate::Error::Conflict). A missing row is
     /// [`Error::NotFound`](crate::Error::NotFound).
-    fn update<'a>(
-        &'a mut self,
-        tx: &'a mut Tx<'_>,
-    ) -> impl Future<Output = Result<()>> + Send + 'a {
+    ///
+    /// A record without a version column has no `update` on a plain value:
+    /// lock the row ([`Locked::lock`]) and update the [`Held`](crate::Held)
+    /// row, or [`overwrite`](Record::overwrite) deliberately.
+    fn update<'a>(&'a mut self, tx: &'a mut Tx<'_>) -> impl Future<Output = Result<()>> + Send + 'a
+    where
+        Self: VersionChecked,
+    {
         ops::update(self, tx)
     }
 
-    /// Deletes the row (versioned records: only at this version).
-    fn delete<'a>(&'a self, tx: &'a mut Tx<'_>) -> impl Future<Output = Result<()>> + Send + 'a {
+    /// Versioned records: deletes the row, only at this version.
+    fn delete<'a>(&'a self, tx: &'a mut Tx<'_>) -> impl Future<Output = Result<()>> + Send + 'a
+    where
+        Self: VersionChecked,
+    {
         ops::delete(self, tx)
     }
+
+    /// Records without a version column: writes every non-key column by key,
+    /// whatever happened to the row since it was read — a blind write that
+    /// loses concurrent updates unless something else (a named lock, a
+    /// single writer) excludes them. Prefer [`Locked::lock`] and
+    /// [`Held::update`](crate::Held::update). A missing row is
+    /// [`Error::NotFound`](crate::Error::NotFound).
+    fn overwrite<'a>(
+        &'a mut self,
+        tx: &'a mut Tx<'_>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a
+    where
+        Self: Unversioned,
+    {
+        ops::update(self, tx)
+    }
 }
+
+/// Implemented by `#[derive(Versioned)]`: `update` and `delete` on a plain
+/// value are safe, because the version is checked in the statement.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no version column, so `update`/`delete` on a row read without a lock would lose concurrent updates",
+    label = "lock the row first: `{Self}::lock(&mut tx, &key)` returns a `Held<{Self}>`, which has `update` and `delete`",
+    note = "or add a `#[safesync(version)]` field and derive `Versioned`; `overwrite` is the deliberate blind write by key"
+)]
+pub trait VersionChecked {}
+
+/// Implemented by `#[derive(Locked)]` on a struct without a version field:
+/// the blind [`Record::overwrite`] is allowed.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is versioned: `overwrite` would bypass its version check",
+    label = "use `update`, which checks and advances the version",
+    note = "`overwrite` is only for records without a `#[safesync(version)]` field"
+)]
+pub trait Unversioned {}
 
 impl<T: Table + Codecs> Record for T {}
 
@@ -221,7 +269,9 @@ impl<T: Table + Codecs> Record for T {}
 /// [`Record`], whose `update` and `delete` compare and advance the version.
 pub trait Versioned: Record {}
 
-/// Asked of a `#[derive(Locked)]` struct that has a version field.
+/// Asked of a `#[derive(Locked)]` struct that has a version field;
+/// implemented by `#[derive(Versioned)]` (a marker, so the check does not
+/// depend on the record's field types).
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has a `#[safesync(version)]` field, so it must derive `Versioned` as well as `Locked`",
@@ -229,12 +279,15 @@ pub trait Versioned: Record {}
     note = "add `Versioned` to the derive list: `#[derive(Versioned, Locked)]`"
 )]
 pub trait VersionedDerived {}
-impl<T: Versioned> VersionedDerived for T {}
 
 /// A record that can be locked with `SELECT … FOR UPDATE`.
 ///
 /// The lock is held until the transaction commits or rolls back; the calls
 /// take a [`Tx`], so locking outside a transaction does not compile.
+///
+/// Each returns the row as a [`Held`], which dereferences to the record and
+/// has `update` and `delete`; for a record without a version column those
+/// are the only checked writes.
 ///
 /// On SQLite, which has no row locks, every safesync transaction is
 /// `BEGIN IMMEDIATE` and already holds the database's write lock, so these
@@ -244,8 +297,8 @@ pub trait Locked: Record {
     fn lock<'a>(
         tx: &'a mut Tx<'_>,
         key: &'a Self::Key,
-    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
-        ops::fetch(tx, key, |s| &s.lock, None)
+    ) -> impl Future<Output = Result<Option<Held<Self>>>> + Send + 'a {
+        held(tx, key, |s| &s.lock, None)
     }
 
     /// `SELECT … FOR UPDATE NOWAIT`: [`Error::LockBusy`](crate::Error::LockBusy)
@@ -254,8 +307,8 @@ pub trait Locked: Record {
     fn lock_nowait<'a>(
         tx: &'a mut Tx<'_>,
         key: &'a Self::Key,
-    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
-        ops::fetch(tx, key, |s| &s.lock_nowait, Some(ops::Nowait))
+    ) -> impl Future<Output = Result<Option<Held<Self>>>> + Send + 'a {
+        held(tx, key, |s| &s.lock_nowait, Some(ops::Nowait))
     }
 
     /// `SELECT … FOR UPDATE SKIP LOCKED`: `None` when the row is absent or
@@ -263,7 +316,20 @@ pub trait Locked: Record {
     fn lock_skip_locked<'a>(
         tx: &'a mut Tx<'_>,
         key: &'a Self::Key,
-    ) -> impl Future<Output = Result<Option<Self>>> + Send + 'a {
-        ops::fetch(tx, key, |s| &s.lock_skip_locked, None)
+    ) -> impl Future<Output = Result<Option<Held<Self>>>> + Send + 'a {
+        held(tx, key, |s| &s.lock_skip_locked, None)
     }
+}
+
+/// A row lock's fetch, its row marked as held by `tx`.
+async fn held<T: Record>(
+    tx: &mut Tx<'_>,
+    key: &T::Key,
+    pick: fn(&Sql) -> &String,
+    nowait: Option<ops::Nowait>,
+) -> Result<Option<Held<T>>> {
+    let id = tx.id();
+    Ok(ops::fetch(tx, key, pick, nowait)
+        .await?
+        .map(|row| Held::new(row, id)))
 }

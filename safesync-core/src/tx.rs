@@ -1,5 +1,7 @@
 //! Transactions.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::OwnedMutexGuard;
 use tracing::Instrument as _;
 
@@ -38,6 +40,20 @@ pub struct Tx<'c> {
     pub(crate) metrics: Metrics,
     /// The `safesync.transaction` span; operations' spans are its children.
     pub(crate) span: tracing::Span,
+    /// This transaction, among every transaction of the process.
+    id: TxId,
+}
+
+/// Identifies one transaction among all of the process, for its whole life:
+/// a [`Held`](crate::Held) row remembers the transaction that locked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TxId(u64);
+
+impl TxId {
+    fn next() -> TxId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TxId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
 }
 
 impl std::fmt::Debug for Tx<'_> {
@@ -63,7 +79,13 @@ impl<'c> Tx<'c> {
             _gate: gate,
             metrics,
             span,
+            id: TxId::next(),
         }
+    }
+
+    /// This transaction's identity.
+    pub(crate) fn id(&self) -> TxId {
+        self.id
     }
 
     /// Commits the transaction.
@@ -100,7 +122,8 @@ impl<'c> Tx<'c> {
 
     /// Runs SQL with no parameters (several statements allowed) inside this
     /// transaction; returns the rows affected. For DDL and fixed statements:
-    /// values belong in bound parameters through the typed calls.
+    /// values go to `?` placeholders through [`Tx::execute_with`], never
+    /// into the text.
     pub async fn execute(&mut self, sql: &str) -> Result<u64> {
         use sqlx::Executor as _;
         Ok(on_tx!(self, |conn, DB| conn

@@ -25,7 +25,20 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let ident = cont.ident;
     let p = krate(&cont);
     let (owned, locked_bound) = match cont.version_field() {
-        None => (expand_table(&cont), quote!()),
+        // `for<'__a>` defers the `Record` bound to the uses of the record,
+        // as in `Versioned`: a bad field type is one error at the field.
+        None => {
+            let table = expand_table(&cont);
+            (
+                quote! {
+                    #table
+
+                    #[automatically_derived]
+                    impl #p::__private::Unversioned for #ident {}
+                },
+                quote!(where for<'__a> #ident: #p::__private::Record),
+            )
+        }
         Some(field) => {
             // The version field makes `Versioned` the owner; ask for it at the
             // version field, where the reason is. The struct's name is

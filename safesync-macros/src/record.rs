@@ -21,10 +21,85 @@ pub(crate) fn expand_table(cont: &Container<'_>) -> TokenStream {
     let p = quote!(#krate::__private);
     let table = impl_table(cont, &p);
     let row_codec = impl_row_codec(cont, &p);
+    let column_checks = column_checks(cont, &p);
+    let schema = impl_table_schema(cont, &p);
     quote! {
         #table
         #row_codec
+        #column_checks
+        #schema
     }
+}
+
+/// One check per stored field, spanned at its type: a type some enabled
+/// backend cannot encode or decode is one error there, naming the backend.
+/// (The record's own impls defer these bounds, so they add no errors of
+/// their own.)
+fn column_checks(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
+    let checks = cont.columns().map(|f| {
+        let ty = f.ty;
+        quote_spanned! {ty.span()=>
+            stored_column::<#ty>();
+        }
+    });
+    quote! {
+        const _: fn() = || {
+            fn stored_column<T: #p::SqliteColumn + #p::MySqlColumn + #p::PgColumn>() {}
+            #(#checks)*
+        };
+    }
+}
+
+/// `impl TableSchema`: each stored field's `SqlType`, for `create_table`
+/// and `check_table`. Its bounds are deferred (`for<'__a>`), so a field type
+/// without an `SqlType` only makes those two calls unavailable, with
+/// `TableSchema`'s message where they are called.
+fn impl_table_schema(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
+    let ident = cont.ident;
+    let record = ident.to_string();
+    let columns: Vec<_> = cont.columns().collect();
+    let bounds = columns.iter().map(|f| {
+        let ty = f.ty;
+        quote!(for<'__a> #ty: #p::SqlType,)
+    });
+    let defs = columns.iter().map(|f| {
+        let ty = f.ty;
+        let field = f.ident.to_string().trim_start_matches("r#").to_owned();
+        let rust_type = type_string(ty);
+        quote! {
+            #p::ColumnDef {
+                field: #field,
+                rust_type: #rust_type,
+                ty: <#ty as #p::SqlType>::COLUMN,
+                nullable: <#ty as #p::SqlType>::NULLABLE,
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl #p::TableSchema for #ident where #(#bounds)* {
+            const SCHEMA: &'static #p::SchemaMeta = &#p::SchemaMeta {
+                record: #record,
+                columns: &[#(#defs),*],
+            };
+        }
+    }
+}
+
+/// A type as the user wrote it: `Option<String>`, not `Option < String >`.
+fn type_string(ty: &syn::Type) -> String {
+    let raw = quote!(#ty).to_string();
+    let mut out = String::with_capacity(raw.len());
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
+    for token in raw.split(' ') {
+        let after_word = out.chars().last().is_some_and(is_word);
+        let before_word = token.chars().next().is_some_and(is_word);
+        if (after_word && before_word) || out.ends_with(',') {
+            out.push(' ');
+        }
+        out.push_str(token);
+    }
+    out
 }
 
 /// `Some(#value)` or `None`, as an expression.
@@ -205,6 +280,27 @@ fn impl_row_codec(cont: &Container<'_>, p: &TokenStream) -> TokenStream {
             ) -> ::core::result::Result<Self, #p::sqlx::Error> {
                 ::core::result::Result::Ok(Self { #(#decode_fields),* })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::type_string;
+
+    #[test]
+    fn types_are_written_as_in_source() {
+        for written in [
+            "i64",
+            "Option<String>",
+            "Vec<u8>",
+            "std::string::String",
+            "Option<Vec<u8>>",
+            "&'static str",
+            "(i64, String)",
+        ] {
+            let ty: syn::Type = syn::parse_str(written).unwrap();
+            assert_eq!(type_string(&ty), written);
         }
     }
 }

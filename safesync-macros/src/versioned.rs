@@ -28,7 +28,16 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             #table
 
             #[automatically_derived]
-            impl #p::__private::Versioned for #ident {}
+            // `for<'__a>` defers the `Record` bound to the uses of the
+            // record: a field type a backend cannot store is then the one
+            // error at that field, not also an unmet bound here.
+            impl #p::__private::Versioned for #ident where for<'__a> #ident: #p::__private::Record {}
+
+            #[automatically_derived]
+            impl #p::__private::VersionedDerived for #ident {}
+
+            #[automatically_derived]
+            impl #p::__private::VersionChecked for #ident {}
         };
     })
 }

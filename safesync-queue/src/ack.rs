@@ -66,7 +66,8 @@ async fn send(shared: &Shared, batch: &[(usize, String)]) {
     let mut pipe = redis::pipe();
     for (handler, ids) in &by_handler {
         let h = &shared.handlers[*handler];
-        pipe.cmd("XACK").arg(h.stream()).arg(h.group()).arg(ids);
+        let key = &shared.sources[*handler].key;
+        pipe.cmd("XACK").arg(key).arg(h.group()).arg(ids);
     }
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=TRIES {
@@ -84,7 +85,9 @@ async fn send(shared: &Shared, batch: &[(usize, String)]) {
                 delay *= 4;
             }
             Err(e) => {
-                tracing::error!(
+                // Not an error of the run: the ledger recognises these
+                // entries when they come again (a Redis restart loses acks).
+                tracing::warn!(
                     error = %e,
                     entries = batch.len(),
                     "acknowledging failed; the entries stay pending (delivered again; a transactional handler's ledger recognises them)"

@@ -83,17 +83,36 @@ struct State {
     pending_from: Option<String>,
     cursor: Cursor,
     next_claim: Instant,
+    /// The newest id this loop saw delivered to the group: where a group
+    /// found deleted is created again from.
+    last_delivered: Option<String>,
+}
+
+impl State {
+    /// Notes entries delivered to the group.
+    fn delivered(&mut self, entries: &[Entry]) {
+        for e in entries {
+            self.last_delivered = entry::later_id(self.last_delivered.take(), &e.id);
+        }
+    }
+}
+
+/// Where a group found deleted is created again from: after the last entry
+/// known delivered to it, or the start of the stream when none is known.
+fn recreate_from(last_delivered: Option<&str>) -> &str {
+    last_delivered.unwrap_or("0")
 }
 
 /// Runs the loop of handler `index` until `stop`.
 pub(crate) async fn consume(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
     let h = Arc::clone(&shared.handlers[index]);
-    let (stream, group) = (h.stream(), h.group());
+    let (stream, group) = (shared.sources[index].key.as_str(), h.group());
     let mut reader: Option<Reader> = None;
     let mut state = State {
         pending_from: Some("0".to_owned()),
         cursor: Cursor::default(),
         next_claim: Instant::now(),
+        last_delivered: None,
     };
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {
@@ -129,15 +148,27 @@ pub(crate) async fn consume(shared: Arc<Shared>, index: usize, stop: Cancellatio
             Err(e) => {
                 let redis_error = conn::as_redis_error(&e);
                 if redis_error.and_then(conn::code) == Some("NOGROUP") {
-                    tracing::warn!(
-                        stream,
-                        group,
-                        "the consumer group is gone: creating it again from the start"
-                    );
+                    let from = recreate_from(state.last_delivered.as_deref()).to_owned();
+                    if from == "0" {
+                        tracing::warn!(
+                            stream,
+                            group,
+                            "the consumer group is gone and no delivered entry is known: \
+                             creating it again from the start of the stream (entries are delivered again)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            stream,
+                            group,
+                            after = %from,
+                            "the consumer group is gone: creating it again after the last entry delivered \
+                             to it (entries pending in it then are not delivered again)"
+                        );
+                    }
                     if !backoff.wait(&stop).await {
                         break;
                     }
-                    if let Err(e) = create_group(&shared.side, stream, group).await {
+                    if let Err(e) = create_group(&shared.side, stream, group, &from).await {
                         tracing::warn!(error = %e, stream, group, "cannot create the consumer group");
                     }
                     state.cursor = Cursor::default();
@@ -193,10 +224,11 @@ async fn step(
     stop: &CancellationToken,
 ) -> Result<()> {
     let h = &shared.handlers[index];
-    let (stream, group) = (h.stream(), h.group());
+    let (stream, group) = (shared.sources[index].key.as_str(), h.group());
 
     if let Some(from) = state.pending_from.clone() {
         let entries = read(shared, r, stream, group, slots, None, &from, stop).await?;
+        state.delivered(&entries);
         match entries.last() {
             None => state.pending_from = None,
             Some(last) => {
@@ -218,6 +250,7 @@ async fn step(
         for id in claim.deleted {
             process::trimmed(shared, index, id);
         }
+        state.delivered(&claim.claimed);
         let n = claim.claimed.len() as u64;
         if n > 0 {
             Stats::add(&shared.stats.claimed, n);
@@ -255,6 +288,7 @@ async fn step(
         stop,
     )
     .await?;
+    state.delivered(&entries);
     let per_task = if plain {
         entries
             .len()
@@ -290,7 +324,7 @@ async fn redeliver(
     stop: &CancellationToken,
 ) -> Result<()> {
     let h = &shared.handlers[index];
-    let (stream, group) = (h.stream(), h.group());
+    let (stream, group) = (shared.sources[index].key.as_str(), h.group());
     let mut live = Vec::with_capacity(entries.len());
     for e in entries {
         if e.fields.is_none() {
@@ -321,6 +355,7 @@ async fn redeliver(
             let reason = format!(
                 "delivered {deliveries} times, more than max_deliveries {max}; last error: {last}"
             );
+            let reason = crate::dead_letter::cap_reason(&reason);
             tracing::warn!(id = %d.entry.id, %reason, "giving up: moving the entry to the dead letters");
             process::dead_letter(shared, &d, &reason).await;
             continue;
@@ -388,4 +423,15 @@ async fn read(
         what: format!("the reply to {op}"),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recreate_from;
+
+    #[test]
+    fn a_deleted_group_is_recreated_after_the_last_delivered_entry() {
+        assert_eq!(recreate_from(Some("1700000000000-3")), "1700000000000-3");
+        assert_eq!(recreate_from(None), "0", "nothing known: from the start");
+    }
 }

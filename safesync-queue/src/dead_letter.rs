@@ -1,11 +1,14 @@
-//! Dead letters: entries that could not be decoded or kept failing, moved
-//! to `<stream>:dead` with the reason, and how to replay them.
+//! Dead letters: entries one consumer group could not decode or kept
+//! failing on, moved to that group's `{<stream>}:dead:<group>` with the
+//! reason, and how to replay them to that group alone.
 
+use redis::aio::MultiplexedConnection;
 use redis::{Client, Value};
 use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
 use crate::entry::{self, Entry};
+use crate::keys::{dead_letter_key, legacy_dead_letter_key, replay_key};
 
 /// Field of a dead letter: why the entry was moved.
 const REASON: &str = "dead_reason";
@@ -17,22 +20,13 @@ const GROUP: &str = "dead_group";
 const CONSUMER: &str = "dead_consumer";
 /// Field of a dead letter: the entry's id in its own stream.
 const ORIGINAL_ID: &str = "dead_original_id";
+/// Field of a replayed entry (on the replay stream only): the id of the
+/// entry in the stream, which the ledger records, so that a replay of an
+/// entry whose effect did commit is recognised.
+pub(crate) const REPLAY_OF: &str = "safesync_replay_of";
 
 /// The fields appended to a dead letter, in order.
 const META: [&str; 5] = [ORIGINAL_ID, GROUP, CONSUMER, DELIVERIES, REASON];
-
-/// The key of `stream`'s dead-letter stream: `<stream>:dead`.
-///
-/// Under Redis Cluster, give the stream a hash tag (`{orders}`) so that
-/// `{orders}:dead` lives in the same slot: moving an entry and replaying it
-/// are transactions over both keys.
-///
-/// ```
-/// assert_eq!(safesync_queue::dead_letter_key("orders"), "orders:dead");
-/// ```
-pub fn dead_letter_key(stream: &str) -> String {
-    format!("{stream}:dead")
-}
 
 /// An entry of a dead-letter stream, from [`dead_letters`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +40,8 @@ pub struct DeadLetter {
     pub group: String,
     /// The consumer that moved it.
     pub consumer: String,
-    /// Why: what could not be decoded, or the handler's last error.
+    /// Why: what could not be decoded, or the handler's last error (at
+    /// most 1 KiB, cut with a marker).
     pub reason: String,
     /// How many times it had been delivered.
     pub deliveries: u64,
@@ -60,7 +55,7 @@ impl DeadLetter {
     /// ```no_run
     /// # async fn demo() -> Result<(), safesync_core::Error> {
     /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
-    /// for dead in safesync_queue::dead_letters(&redis, "orders").await? {
+    /// for dead in safesync_queue::dead_letters(&redis, "orders", "billing").await? {
     ///     let data = dead.data().map(String::from_utf8_lossy);
     ///     println!("{}: {} ({data:?})", dead.original_id, dead.reason);
     /// }
@@ -74,29 +69,19 @@ impl DeadLetter {
     }
 }
 
-/// Every entry of `stream`'s dead-letter stream, oldest first.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), safesync_core::Error> {
-/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
-/// let dead = safesync_queue::dead_letters(&redis, "orders").await?;
-/// println!("{} dead letters", dead.len());
-/// # Ok(()) }
-/// ```
-pub async fn dead_letters(redis: &Client, stream: &str) -> Result<Vec<DeadLetter>> {
+/// Every entry of `key`, oldest first, read in pages.
+async fn all_entries(c: &mut MultiplexedConnection, key: &str) -> Result<Vec<Entry>> {
     const PAGE: usize = 500;
-    let key = dead_letter_key(stream);
-    let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let mut out = Vec::new();
     let mut start = "-".to_owned();
     loop {
         let page: Value = redis::cmd("XRANGE")
-            .arg(&key)
+            .arg(key)
             .arg(&start)
             .arg("+")
             .arg("COUNT")
             .arg(PAGE)
-            .query_async(&mut c)
+            .query_async(c)
             .await
             .map_err(|e| conn::redis_err(format!("XRANGE on `{key}`"), e))?;
         let entries = entry::entries(page).map_err(|reason| Error::Decode {
@@ -106,7 +91,7 @@ pub async fn dead_letters(redis: &Client, stream: &str) -> Result<Vec<DeadLetter
         let full = entries.len() == PAGE;
         let Some(last) = entries.last() else { break };
         start = format!("({}", last.id);
-        out.extend(entries.into_iter().map(parse));
+        out.extend(entries);
         if !full {
             break;
         }
@@ -114,44 +99,103 @@ pub async fn dead_letters(redis: &Client, stream: &str) -> Result<Vec<DeadLetter
     Ok(out)
 }
 
-/// Puts dead letter `id` back on `stream` as a new entry with the
-/// original fields, and removes it from the dead-letter stream, in one
-/// transaction. Returns the new entry's id.
-///
-/// An `id` not in the dead-letter stream is [`Error::NotFound`].
+/// The dead letters of `group` on `stream`, oldest first: those of its own
+/// key ([`dead_letter_key`]) after the group's ones still in the key that
+/// every group shared before (`<stream>:dead`, no longer written to).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), safesync_core::Error> {
 /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
-/// for dead in safesync_queue::dead_letters(&redis, "orders").await? {
-///     safesync_queue::replay_dead_letter(&redis, "orders", &dead.id).await?;
+/// let dead = safesync_queue::dead_letters(&redis, "orders", "billing").await?;
+/// println!("{} dead letters", dead.len());
+/// # Ok(()) }
+/// ```
+pub async fn dead_letters(redis: &Client, stream: &str, group: &str) -> Result<Vec<DeadLetter>> {
+    let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
+    let legacy = all_entries(&mut c, &legacy_dead_letter_key(stream)).await?;
+    let own = all_entries(&mut c, &dead_letter_key(stream, group)).await?;
+    Ok(legacy
+        .into_iter()
+        .map(parse)
+        .filter(|d| d.group == group)
+        .chain(own.into_iter().map(parse))
+        .collect())
+}
+
+/// The dead letter `id` of `group`: where it is, and the entry.
+async fn find(
+    c: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+    id: &str,
+) -> Result<Option<(String, Entry)>> {
+    for key in [
+        dead_letter_key(stream, group),
+        legacy_dead_letter_key(stream),
+    ] {
+        let found: Value = redis::cmd("XRANGE")
+            .arg(&key)
+            .arg(id)
+            .arg(id)
+            .query_async(c)
+            .await
+            .map_err(|e| conn::redis_err(format!("XRANGE on `{key}`"), e))?;
+        let found = entry::entries(found).map_err(|reason| Error::Decode {
+            what: format!("the reply to XRANGE on `{key}`"),
+            reason,
+        })?;
+        if let Some(e) = found.into_iter().next()
+            && parse(e.clone()).group == group
+        {
+            return Ok(Some((key, e)));
+        }
+    }
+    Ok(None)
+}
+
+/// Hands dead letter `id` of `group` back to that group alone: its
+/// original fields go on the group's replay stream ([`replay_key`]), which
+/// only the group's workers read, and it leaves the dead letters, in one
+/// transaction. Returns the id on the replay stream.
+///
+/// The entry never goes back on `stream`, so other groups (safesync's or
+/// not) never see it again. A worker of `group` handles it like a new
+/// entry; a transactional handler's ledger records it under its original
+/// id, so a replay of an entry whose effect had committed is only
+/// acknowledged. Dead letters still in the older shared key
+/// `<stream>:dead` are found too (those `group` gave up on).
+///
+/// An `id` not among `group`'s dead letters is [`Error::NotFound`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), safesync_core::Error> {
+/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+/// for dead in safesync_queue::dead_letters(&redis, "orders", "billing").await? {
+///     safesync_queue::replay_dead_letter(&redis, "orders", "billing", &dead.id).await?;
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn replay_dead_letter(redis: &Client, stream: &str, id: &str) -> Result<String> {
-    let key = dead_letter_key(stream);
+pub async fn replay_dead_letter(
+    redis: &Client,
+    stream: &str,
+    group: &str,
+    id: &str,
+) -> Result<String> {
     let not_found = || Error::NotFound {
         table: None,
-        key: Some(format!("dead letter {id} in `{key}`")),
+        key: Some(format!(
+            "dead letter {id} of group `{group}` in `{}`",
+            dead_letter_key(stream, group)
+        )),
     };
     if !entry::is_entry_id(id) {
         return Err(not_found());
     }
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
-    let found: Value = redis::cmd("XRANGE")
-        .arg(&key)
-        .arg(id)
-        .arg(id)
-        .query_async(&mut c)
-        .await
-        .map_err(|e| conn::redis_err(format!("XRANGE on `{key}`"), e))?;
-    let found = entry::entries(found).map_err(|reason| Error::Decode {
-        what: format!("the reply to XRANGE on `{key}`"),
-        reason,
-    })?;
-    let Some(dead) = found.into_iter().next() else {
+    let Some((key, dead)) = find(&mut c, stream, group, id).await? else {
         return Err(not_found());
     };
+    let original_id = parse(dead.clone()).original_id;
     let original = original_fields(dead.fields.unwrap_or_default());
     if original.is_empty() {
         // A stream entry needs a field; an empty dead letter cannot be one.
@@ -160,39 +204,76 @@ pub async fn replay_dead_letter(redis: &Client, stream: &str, id: &str) -> Resul
             reason: "it has no original fields to replay".to_owned(),
         });
     }
+    let to = replay_key(stream, group);
     let mut pipe = redis::pipe();
     pipe.atomic();
-    let add = pipe.cmd("XADD").arg(stream).arg("*");
+    let add = pipe.cmd("XADD").arg(&to).arg("*");
     for (k, v) in &original {
         add.arg(k.as_slice()).arg(v.as_slice());
+    }
+    if entry::is_entry_id(&original_id) {
+        add.arg(REPLAY_OF).arg(&original_id);
     }
     pipe.cmd("XDEL").arg(&key).arg(id);
     let (new_id, _deleted): (String, i64) = pipe
         .query_async(&mut c)
         .await
-        .map_err(|e| conn::redis_err(format!("replay of {id} from `{key}` to `{stream}`"), e))?;
+        .map_err(|e| conn::redis_err(format!("replay of {id} from `{key}` to `{to}`"), e))?;
     Ok(new_id)
+}
+
+/// Most bytes of a dead letter's reason (and of the log lines that quote
+/// it): a handler's error or serde's may quote the whole payload.
+pub(crate) const MAX_REASON: usize = 1024;
+
+/// `reason` cut to at most [`MAX_REASON`] bytes, on a char boundary, with
+/// a marker saying how long it was; a short one as it is.
+pub(crate) fn cap_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.len() <= MAX_REASON {
+        return reason.into();
+    }
+    let marker = format!(" … [truncated: {} bytes in all]", reason.len());
+    let mut cut = MAX_REASON.saturating_sub(marker.len());
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{marker}", &reason[..cut]).into()
 }
 
 /// What the worker knows when it gives up on an entry.
 pub(crate) struct Burial<'a> {
+    /// The stream its handler consumes.
     pub(crate) stream: &'a str,
+    /// The key it was read from: the stream, or the group's replay stream.
+    pub(crate) key: &'a str,
+    /// True when read from the replay stream: its id in the stream is in
+    /// its [`REPLAY_OF`] field.
+    pub(crate) replayed: bool,
     pub(crate) group: &'a str,
     pub(crate) consumer: &'a str,
     pub(crate) deliveries: u64,
     pub(crate) reason: &'a str,
 }
 
-/// `MULTI; XADD <stream>:dead * <fields> <meta>; XACK <stream> <group> <id>; EXEC`.
+/// `MULTI; XADD {<stream>}:dead:<group> * <fields> <meta>; XACK <key> <group> <id>; EXEC`.
+/// A replayed entry goes back with its original fields and id.
 pub(crate) fn bury(entry: &Entry, b: &Burial<'_>) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.atomic();
-    let add = pipe.cmd("XADD").arg(dead_letter_key(b.stream)).arg("*");
+    let add = pipe
+        .cmd("XADD")
+        .arg(dead_letter_key(b.stream, b.group))
+        .arg("*");
+    let mut original_id = entry.id.as_str();
     for (k, v) in entry.fields.as_deref().unwrap_or_default() {
+        if b.replayed && k == REPLAY_OF.as_bytes() {
+            original_id = std::str::from_utf8(v).unwrap_or(original_id);
+            continue;
+        }
         add.arg(k.as_slice()).arg(v.as_slice());
     }
     add.arg(ORIGINAL_ID)
-        .arg(&entry.id)
+        .arg(original_id)
         .arg(GROUP)
         .arg(b.group)
         .arg(CONSUMER)
@@ -201,7 +282,7 @@ pub(crate) fn bury(entry: &Entry, b: &Burial<'_>) -> redis::Pipeline {
         .arg(b.deliveries)
         .arg(REASON)
         .arg(b.reason);
-    pipe.cmd("XACK").arg(b.stream).arg(b.group).arg(&entry.id);
+    pipe.cmd("XACK").arg(b.key).arg(b.group).arg(&entry.id);
     pipe
 }
 
@@ -245,6 +326,23 @@ fn parse(e: Entry) -> DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_char_boundary_with_a_marker() {
+        assert_eq!(cap_reason("short"), "short");
+        let exact = "x".repeat(MAX_REASON);
+        assert_eq!(cap_reason(&exact), exact.as_str());
+        // Two-byte chars: a cut at an odd byte would split one.
+        let long = format!("cannot decode: \"{}\"", "é".repeat(600_000));
+        let capped = cap_reason(&long);
+        assert!(capped.len() <= MAX_REASON, "{}", capped.len());
+        assert!(capped.starts_with("cannot decode: \"éé"), "{capped}");
+        assert!(
+            capped.ends_with(&format!(" … [truncated: {} bytes in all]", long.len())),
+            "{capped}"
+        );
+        assert_eq!(cap_reason(&capped), capped, "capping twice changes nothing");
+    }
 
     #[test]
     fn meta_fields_are_split_from_the_original_ones() {

@@ -220,9 +220,45 @@ pub(crate) fn is_entry_id(id: &str) -> bool {
     })
 }
 
+/// An entry id's two numbers, `<ms>-<seq>`; `None` for other text.
+fn id_numbers(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// The later of two entry ids (by their numbers, not as text); an id that
+/// does not parse never wins.
+pub(crate) fn later_id(known: Option<String>, id: &str) -> Option<String> {
+    let Some(new) = id_numbers(id) else {
+        return known;
+    };
+    match known.as_deref().and_then(id_numbers) {
+        Some(old) if old >= new => known,
+        _ => Some(id.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_later_id_is_compared_by_numbers() {
+        assert_eq!(later_id(None, "5-0").as_deref(), Some("5-0"));
+        assert_eq!(
+            later_id(Some("10-0".into()), "9-5").as_deref(),
+            Some("10-0")
+        );
+        assert_eq!(
+            later_id(Some("9-5".into()), "10-0").as_deref(),
+            Some("10-0")
+        );
+        assert_eq!(
+            later_id(Some("7-2".into()), "7-10").as_deref(),
+            Some("7-10")
+        );
+        assert_eq!(later_id(Some("7-2".into()), "junk").as_deref(), Some("7-2"));
+    }
 
     fn bulk(s: &[u8]) -> Value {
         Value::BulkString(s.to_vec())

@@ -50,8 +50,8 @@ use safesync_core::{Error, Result, Tx};
 ///     }
 ///     fn handle<'t>(&'t self, tx: &'t mut Tx<'_>, msg: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
 ///         async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
-///             let sql = format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id);
-///             tx.execute(&sql).await?;
+///             tx.execute_with("UPDATE orders SET status = 'billed' WHERE id = ?", (msg.order_id,))
+///                 .await?;
 ///             Ok(())
 ///         }
 ///         Box::pin(bill(tx, msg))

@@ -6,8 +6,8 @@ use redis::{Client, Value};
 use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
-use crate::dead_letter::dead_letter_key;
 use crate::entry::{get, int, items, pairs, text};
+use crate::keys::{dead_letter_key, legacy_dead_letter_key};
 
 /// A snapshot of a stream and one of its consumer groups, from
 /// [`health`].
@@ -18,11 +18,17 @@ pub struct Health {
     pub length: u64,
     /// Entries delivered to the group and not acknowledged yet.
     pub pending: u64,
-    /// Idle time of the oldest pending entry (lowest id); `None` when
-    /// nothing is pending.
+    /// The longest idle time of a pending entry (time since it was last
+    /// delivered: what `claim_idle` is compared with), whatever its id;
+    /// `None` when nothing is pending.
     pub oldest_pending_idle: Option<Duration>,
-    /// Entries in the dead-letter stream `<stream>:dead`.
+    /// The group's dead letters: entries in `{<stream>}:dead:<group>`
+    /// ([`dead_letter_key`](crate::dead_letter_key)).
     pub dead_letters: u64,
+    /// Entries in the dead-letter key every group shared before dead
+    /// letters were kept per group, `<stream>:dead` (all groups'; 0 once it
+    /// is emptied by replaying or deleting them). Nothing is added to it.
+    pub legacy_dead_letters: u64,
     /// The group's consumers.
     pub consumers: Vec<ConsumerHealth>,
     /// Entries not yet delivered to the group: Redis 7's `lag`; on older
@@ -95,31 +101,27 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
     let count = |v: Option<&Value>| v.and_then(int).and_then(|i| u64::try_from(i).ok());
     let pending = count(get(&info, "pending")).unwrap_or(0);
 
-    let (length, dead_letters, oldest, consumers): (u64, u64, Value, Value) = redis::pipe()
-        .cmd("XLEN")
-        .arg(stream)
-        .cmd("XLEN")
-        .arg(dead_letter_key(stream))
-        .cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .arg("-")
-        .arg("+")
-        .arg(1)
-        .cmd("XINFO")
-        .arg("CONSUMERS")
-        .arg(stream)
-        .arg(group)
-        .query_async(&mut c)
-        .await
-        .map_err(|e| conn::redis_err(op("XLEN/XPENDING/XINFO CONSUMERS"), e))?;
+    let (length, dead_letters, legacy_dead_letters, consumers): (u64, u64, u64, Value) =
+        redis::pipe()
+            .cmd("XLEN")
+            .arg(stream)
+            .cmd("XLEN")
+            .arg(dead_letter_key(stream, group))
+            .cmd("XLEN")
+            .arg(legacy_dead_letter_key(stream))
+            .cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| conn::redis_err(op("XLEN/XPENDING/XINFO CONSUMERS"), e))?;
 
-    // [[id, consumer, idle ms, deliveries]]
-    let oldest_pending_idle = items(oldest)
-        .and_then(|list| list.into_iter().next())
-        .and_then(items)
-        .and_then(|e| e.get(2).and_then(int))
-        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+    let oldest_pending_idle = if pending == 0 {
+        None
+    } else {
+        longest_idle(&mut c, stream, group).await?
+    };
 
     let consumers = items(consumers)
         .ok_or_else(|| bad("XINFO CONSUMERS"))?
@@ -152,9 +154,51 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
         pending,
         oldest_pending_idle,
         dead_letters,
+        legacy_dead_letters,
         consumers,
         lag,
     })
+}
+
+/// The longest idle time of an entry pending in `group`: `XPENDING … IDLE
+/// t - + 100` lists only entries idle at least `t` ms, so asking again
+/// above the longest seen ends, in a few rounds, with the longest of all
+/// (at most 32 rounds; Redis scans the pending list for each).
+async fn longest_idle(
+    c: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Result<Option<Duration>> {
+    let mut longest = None;
+    let mut at_least = 0;
+    for _ in 0..32 {
+        let page: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(group)
+            .arg("IDLE")
+            .arg(at_least)
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .query_async(c)
+            .await
+            .map_err(|e| conn::redis_err(format!("XPENDING on `{stream}`"), e))?;
+        let Some(ms) = max_idle_ms(page) else { break };
+        longest = Some(Duration::from_millis(ms));
+        at_least = ms + 1;
+    }
+    Ok(longest)
+}
+
+/// The largest idle time (ms) in a reply of the extended `XPENDING`:
+/// `[[id, consumer, idle ms, deliveries], …]`.
+fn max_idle_ms(page: Value) -> Option<u64> {
+    items(page)?
+        .into_iter()
+        .filter_map(items)
+        .filter_map(|e| e.get(2).and_then(int))
+        .filter_map(|ms| u64::try_from(ms).ok())
+        .max()
 }
 
 /// Removes the consumers of `group` that have been idle longer than
@@ -208,4 +252,27 @@ pub async fn remove_idle_consumers(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::Value;
+
+    use super::max_idle_ms;
+
+    fn entry(id: &str, idle: i64) -> Value {
+        Value::Array(vec![
+            Value::BulkString(id.into()),
+            Value::BulkString(b"c".to_vec()),
+            Value::Int(idle),
+            Value::Int(1),
+        ])
+    }
+
+    #[test]
+    fn the_longest_idle_is_the_maximum_not_the_first() {
+        let page = Value::Array(vec![entry("1-0", 5), entry("2-0", 900), entry("3-0", 40)]);
+        assert_eq!(max_idle_ms(page), Some(900));
+        assert_eq!(max_idle_ms(Value::Array(vec![])), None);
+    }
 }

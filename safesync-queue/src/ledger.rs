@@ -63,8 +63,8 @@ pub async fn ensure_ledger(db: &Db) -> Result<()> {
 /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
 /// ```
 pub async fn prune_ledger(db: &Db, older_than: Duration) -> Result<u64> {
-    db.execute(&ledger::prune_sql(db, older_than.as_secs()))
-        .await
+    let secs = i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+    db.execute_with(ledger::prune_sql(db), (secs,)).await
 }
 
 /// What [`record`] found.

@@ -40,8 +40,8 @@
 //!     fn group(&self) -> &'static str { "billing" }
 //!     fn handle<'t>(&'t self, tx: &'t mut Tx<'_>, msg: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
 //!         async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
-//!             let sql = format!("UPDATE orders SET status = 'billed' WHERE id = {}", msg.order_id);
-//!             tx.execute(&sql).await?;
+//!             tx.execute_with("UPDATE orders SET status = 'billed' WHERE id = ?", (msg.order_id,))
+//!                 .await?;
 //!             Ok(())
 //!         }
 //!         Box::pin(bill(tx, msg))
@@ -61,12 +61,14 @@
 
 mod ack;
 mod claim;
+mod config;
 mod conn;
 mod consumer;
 mod dead_letter;
 mod entry;
 mod handler;
 mod health;
+mod keys;
 mod ledger;
 mod metrics;
 mod process;
@@ -74,9 +76,10 @@ mod stream;
 mod worker;
 
 pub use conn::client;
-pub use dead_letter::{DeadLetter, dead_letter_key, dead_letters, replay_dead_letter};
+pub use dead_letter::{DeadLetter, dead_letters, replay_dead_letter};
 pub use handler::{Handler, IntoHandler, PlainHandler, kind};
 pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
+pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
 pub use stream::{DATA_FIELD, SendOptions, Stream};

@@ -36,13 +36,13 @@ const HANDLER_BUCKETS: &[f64] = &[
 /// | `safesync_queue_already_acked_total` | counter | | `XACK`s answered 0: someone else had acknowledged the entry |
 /// | `safesync_queue_claimed_total` | counter | | entries claimed from idle consumers (`XAUTOCLAIM`) |
 /// | `safesync_queue_trimmed_total` | counter | | pending entries found deleted or trimmed away, then acknowledged |
-/// | `safesync_queue_dead_lettered_total` | counter | | entries moved to the dead-letter stream |
+/// | `safesync_queue_dead_lettered_total` | counter | | entries moved to the group's dead letters (`{<stream>}:dead:<group>`) |
 /// | `safesync_queue_handler_latency_seconds` | histogram | `outcome` | handler runs: `ok`, `error`, `panic`, `duplicate` (the ledger had it) |
 /// | `safesync_queue_length` | gauge | | from [`QueueMetrics::record_health`] |
 /// | `safesync_queue_pending` | gauge | | from [`QueueMetrics::record_health`] |
 /// | `safesync_queue_lag` | gauge | | from [`QueueMetrics::record_health`], when known |
 /// | `safesync_queue_oldest_pending_idle_seconds` | gauge | | from [`QueueMetrics::record_health`] |
-/// | `safesync_queue_dead_letters` | gauge | | from [`QueueMetrics::record_health`] |
+/// | `safesync_queue_dead_letters` | gauge | | the group's dead letters, from [`QueueMetrics::record_health`] |
 ///
 /// ```
 /// use safesync_queue::QueueMetrics;
@@ -150,7 +150,7 @@ impl Collectors {
             )?,
             dead_lettered: counter(
                 "safesync_queue_dead_lettered_total",
-                "Stream entries moved to the dead-letter stream.",
+                "Stream entries moved to the group's dead letters.",
             )?,
             handler: HistogramVec::new(
                 HistogramOpts::new(
@@ -178,7 +178,7 @@ impl Collectors {
             )?,
             dead_letters: gauge(
                 "safesync_queue_dead_letters",
-                "Entries in the dead-letter stream.",
+                "Entries in the group's dead letters.",
             )?,
         })
     }

@@ -12,7 +12,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
 use crate::ack::{self, AckMsg};
-use crate::dead_letter::{Burial, bury};
+use crate::dead_letter::{Burial, bury, cap_reason};
 use crate::entry::Entry;
 use crate::handler::{Body, Decoded, ErasedHandler, PlainBody, TxBody};
 use crate::ledger::{self, Recorded};
@@ -25,6 +25,9 @@ const MAX_REMEMBERED_ERRORS: usize = 10_000;
 /// An entry handed to this worker, with Redis's delivery count.
 #[derive(Debug)]
 pub(crate) struct Delivery {
+    /// The index of the read source it came from (the handler's stream or
+    /// its group's replay stream), in `Shared::sources` and
+    /// `Shared::handlers` alike.
     pub(crate) handler: usize,
     pub(crate) entry: Entry,
     pub(crate) deliveries: u64,
@@ -93,8 +96,17 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, group: Vec<Delivery>, permit: Owned
     shared.tracker.clone().spawn(
         async move {
             let _permit = permit;
+            let run = AssertUnwindSafe(process_group(&shared, group)).catch_unwind();
             tokio::select! {
-                () = process_group(&shared, group) => {}
+                done = run => if let Err(panic) = done {
+                    // A bug of the worker's own: the entries stay pending and
+                    // are delivered again (their in-flight marks go below).
+                    Stats::add(&shared.stats.failed, n);
+                    tracing::error!(
+                        panic = %panic_message(&*panic),
+                        "a message task panicked; its entries stay pending and are delivered again"
+                    );
+                },
                 () = shared.abort.cancelled() => {
                     Stats::add(&shared.stats.abandoned, n);
                     tracing::warn!("handlers cancelled at the drain deadline; the entries stay pending");
@@ -108,6 +120,19 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, group: Vec<Delivery>, permit: Owned
         }
         .instrument(span),
     );
+}
+
+/// The id the ledger records for a delivery: the entry's, or for an
+/// entry replayed from the dead letters, the id it had in the stream (so
+/// that the replay of an entry whose effect committed is recognised).
+fn ledger_id<'d>(shared: &Shared, d: &'d Delivery) -> &'d str {
+    let original = shared.sources[d.handler]
+        .replayed
+        .then(|| d.entry.field(crate::dead_letter::REPLAY_OF))
+        .flatten()
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|id| crate::entry::is_entry_id(id));
+    original.unwrap_or(&d.entry.id)
 }
 
 /// True when the entry `id` of `handler` is being handled here.
@@ -142,16 +167,14 @@ async fn process(shared: &Shared, d: Delivery) {
     let started;
     let result = match h.body() {
         Body::Tx(body) => {
-            let payload = match data(h, &d.entry)
-                .and_then(|json| body.decode(json).map_err(|e| not_json(h, &d.entry, &e)))
-            {
+            let payload = match decode(h, body, &d.entry) {
                 Ok(p) => p,
                 Err(reason) => return undecodable(shared, &d, &reason).await,
             };
             started = Instant::now();
             // Boxed: the transaction's (large) state is not part of every
             // message task's future, a plain handler's included.
-            Box::pin(transaction(shared, h, body, &d.entry.id, payload)).await
+            Box::pin(transaction(shared, h, body, ledger_id(shared, &d), payload)).await
         }
         Body::Plain(body) => {
             let run = match data(h, &d.entry) {
@@ -170,25 +193,26 @@ async fn process(shared: &Shared, d: Delivery) {
     match result {
         Ok(done) => succeeded(shared, d, done, latency),
         Err(f) => {
+            let f_reason = cap_reason(&f.reason);
             Stats::add(&shared.stats.failed, 1);
             shared.labels[d.handler].handled(f.outcome, latency);
             let max = shared.config.max_deliveries;
             if f.handler && d.deliveries >= max {
                 let reason = format!(
                     "the handler failed on delivery {} of at most {max}: {}",
-                    d.deliveries, f.reason
+                    d.deliveries, f_reason
                 );
                 tracing::warn!(%reason, "giving up: moving the entry to the dead letters");
                 Box::pin(dead_letter(shared, &d, &reason)).await;
             } else {
-                tracing::warn!(reason = %f.reason, "handling failed: the entry stays pending");
+                tracing::warn!(reason = %f_reason, "handling failed: the entry stays pending");
                 if let Ok(mut errors) = shared.last_errors.lock() {
                     // Only for messages; bounded, should entries be taken
                     // over by other workers and never come back here.
                     if errors.len() >= MAX_REMEMBERED_ERRORS {
                         errors.clear();
                     }
-                    errors.insert((d.handler, d.entry.id.clone()), f.reason);
+                    errors.insert((d.handler, d.entry.id.clone()), f_reason.into_owned());
                 }
             }
         }
@@ -255,9 +279,7 @@ async fn process_group(shared: &Shared, mut group: Vec<Delivery>) {
             trimmed(shared, d.handler, d.entry.id);
             continue;
         }
-        let payload = data(h, &d.entry)
-            .and_then(|json| body.decode(json).map_err(|e| not_json(h, &d.entry, &e)));
-        match payload {
+        match decode(h, body, &d.entry) {
             Ok(p) => ready.push((d, p)),
             Err(reason) => undecodable(shared, &d, &reason).await,
         }
@@ -278,6 +300,7 @@ async fn process_group(shared: &Shared, mut group: Vec<Delivery>) {
             }
         }
         Err(reason) => {
+            let reason = cap_reason(&reason);
             tracing::debug!(%reason, count = group.len(), "shared transaction rolled back: handling each entry alone");
             for d in group {
                 process(shared, d).await;
@@ -301,7 +324,7 @@ async fn shared_transaction(
         .await
         .map_err(|e| format!("cannot begin a transaction: {e}"))?;
     if shared.config.ledger {
-        let ids: Vec<&str> = group.iter().map(|d| d.entry.id.as_str()).collect();
+        let ids: Vec<&str> = group.iter().map(|d| ledger_id(shared, d)).collect();
         ledger::record_all(&mut tx, h.stream(), h.group(), &ids)
             .await
             .map_err(|e| format!("cannot write the ledger rows (one may be there already): {e}"))?;
@@ -329,6 +352,7 @@ async fn shared_transaction(
 
 /// An entry that cannot be handled: moved to the dead letters at once.
 async fn undecodable(shared: &Shared, d: &Delivery, reason: &str) {
+    let reason = &*cap_reason(reason);
     tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
     // Boxed: rare, and its state would enlarge every message task.
     Box::pin(dead_letter(shared, d, reason)).await;
@@ -359,6 +383,23 @@ fn data<'e>(h: &dyn ErasedHandler, entry: &'e Entry) -> Result<&'e str, String> 
         let reason = format!("its `{}` field is not UTF-8: {e}", crate::DATA_FIELD);
         cannot_decode(h, entry, reason)
     })
+}
+
+/// The entry's payload for a transactional handler, or why it has none
+/// (a `Deserialize` that panics included).
+fn decode(h: &dyn ErasedHandler, body: &dyn TxBody, entry: &Entry) -> Result<Decoded, String> {
+    let json = data(h, entry)?;
+    match std::panic::catch_unwind(AssertUnwindSafe(|| body.decode(json))) {
+        Ok(decoded) => decoded.map_err(|e| not_json(h, entry, &e)),
+        Err(panic) => {
+            let reason = format!(
+                "decoding its `{}` field panicked: {}",
+                crate::DATA_FIELD,
+                panic_message(&*panic)
+            );
+            Err(cannot_decode(h, entry, reason))
+        }
+    }
 }
 
 /// Why the `data` field is not the handler's payload, from serde's `e`.
@@ -482,14 +523,19 @@ pub(crate) fn trimmed(shared: &Shared, handler: usize, id: String) {
     let _ = shared.acks.send(AckMsg::Ack { handler, id });
 }
 
-/// Moves the entry to `<stream>:dead` and acknowledges it, atomically.
+/// Moves the entry to its group's dead letters and acknowledges it,
+/// atomically.
 /// When Redis fails, the entry stays pending and is tried again later.
 pub(crate) async fn dead_letter(shared: &Shared, d: &Delivery, reason: &str) {
     let h = &shared.handlers[d.handler];
+    let reason = &*cap_reason(reason);
+    let source = &shared.sources[d.handler];
     let pipe = bury(
         &d.entry,
         &Burial {
             stream: h.stream(),
+            key: &source.key,
+            replayed: source.replayed,
             group: h.group(),
             consumer: &shared.config.consumer,
             deliveries: d.deliveries,

@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::ack::{self, AckMsg};
+use crate::config::Config;
 use crate::conn::{self, COMMAND_TIMEOUT, SideConn};
 use crate::consumer;
 use crate::handler::{self, ErasedHandler, IntoHandler};
+use crate::keys::replay_key;
 use crate::ledger::{self, MAX_NAME_LEN};
 use crate::metrics::{Labelled, QueueMetrics};
 
@@ -38,13 +40,20 @@ use crate::metrics::{Labelled, QueueMetrics};
 ///   (`XAUTOCLAIM`) and delivered again. An entry whose payload cannot be
 ///   decoded, or whose handler failed on its
 ///   [`max_deliveries`](Worker::max_deliveries)-th delivery, moves to
-///   `<stream>:dead` with the reason (see [`dead_letters`](crate::dead_letters))
-///   and is acknowledged.
+///   the group's own dead letters, `{<stream>}:dead:<group>`, with the
+///   reason (at most 1 KiB; see [`dead_letters`](crate::dead_letters)) and is
+///   acknowledged. Each handler also reads its group's replay stream
+///   `{<stream>}:replay:<group>`, where
+///   [`replay_dead_letter`](crate::replay_dead_letter) puts dead letters
+///   back for that group alone.
 /// - **Connections.** The blocking read has a connection of its own whose
 ///   client-side deadline is the block time plus a margin, with TCP
 ///   keepalive; after a timeout or reconnect the worker first reads its own
-///   pending entries again. A deleted consumer group is created again from
-///   the start of the stream, with back-off.
+///   pending entries again. A deleted consumer group is created again, with
+///   back-off, after the last entry this worker saw delivered to it (from
+///   the start of the stream only when it saw none, with a warning), so
+///   what was handled is not run again; entries pending in the deleted
+///   group are not delivered again.
 /// - **Stop.** Cancelling the token ends the blocking read at once
 ///   (`CLIENT UNBLOCK`), lets running handlers finish within
 ///   [`drain_timeout`](Worker::drain_timeout), acknowledges what committed
@@ -99,23 +108,6 @@ impl std::fmt::Debug for Worker {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// The worker's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) consumer: String,
-    pub(crate) concurrency: usize,
-    pub(crate) batch: usize,
-    pub(crate) read_ahead: usize,
-    pub(crate) per_transaction: usize,
-    pub(crate) block: Duration,
-    pub(crate) claim_idle: Duration,
-    pub(crate) max_deliveries: u64,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) ledger: bool,
-    pub(crate) housekeeping_every: Duration,
-    pub(crate) remove_idle_consumers: Option<Duration>,
 }
 
 /// What a [`Worker::run`] did, counted over the whole run.
@@ -201,9 +193,13 @@ pub(crate) struct Shared {
     pub(crate) redis: Client,
     pub(crate) side: SideConn,
     pub(crate) config: Config,
+    /// The handler of each read source, by index: every handler twice, for
+    /// its stream and for its group's replay stream.
     pub(crate) handlers: Vec<Arc<dyn ErasedHandler>>,
+    /// The read sources, by the same index.
+    pub(crate) sources: Vec<Source>,
     pub(crate) metrics: QueueMetrics,
-    /// The metric series of each handler, by index.
+    /// The metric series of each source's handler, by index.
     pub(crate) labels: Vec<Labelled>,
     pub(crate) stats: Stats,
     pub(crate) acks: mpsc::UnboundedSender<AckMsg>,
@@ -219,6 +215,34 @@ pub(crate) struct Shared {
     pub(crate) last_errors: std::sync::Mutex<HashMap<(usize, String), String>>,
     /// Test hook: commits whose acknowledgement is skipped.
     pub(crate) skip_acks: AtomicU64,
+}
+
+/// A key a handler's entries are read from: its stream, or its group's
+/// replay stream ([`replay_key`]).
+pub(crate) struct Source {
+    pub(crate) key: String,
+    /// True for the replay stream.
+    pub(crate) replayed: bool,
+}
+
+/// Each handler twice, with its stream and with its group's replay
+/// stream as sources.
+fn sources(handlers: Vec<Arc<dyn ErasedHandler>>) -> (Vec<Arc<dyn ErasedHandler>>, Vec<Source>) {
+    let mut out = Vec::with_capacity(handlers.len() * 2);
+    let mut sources = Vec::with_capacity(handlers.len() * 2);
+    for h in handlers {
+        sources.push(Source {
+            key: h.stream().to_owned(),
+            replayed: false,
+        });
+        sources.push(Source {
+            key: replay_key(h.stream(), h.group()),
+            replayed: true,
+        });
+        out.push(Arc::clone(&h));
+        out.push(h);
+    }
+    (out, sources)
 }
 
 static WORKERS: AtomicU64 = AtomicU64::new(0);
@@ -301,22 +325,27 @@ impl Worker {
         self
     }
 
-    /// How many handlers run at once, over all streams (at least 1).
+    /// How many handlers run at once, over all streams: 1 to 100,000
+    /// (checked by [`run`](Worker::run), which fails with
+    /// [`Error::Config`] naming a setting out of its range).
     pub fn concurrency(mut self, n: usize) -> Worker {
-        self.config.concurrency = n.max(1);
+        self.config.concurrency = n;
         self
     }
 
-    /// Most entries one read asks for (`COUNT`, at least 1); a read never
+    /// Most entries one read asks for (`COUNT`, 1 to 100,000; at most
+    /// 1,000,000 with [`messages_per_transaction`](Worker::messages_per_transaction)
+    /// multiplied in); a read never
     /// asks for more than there are free handler slots, plus
     /// [`read_ahead`](Worker::read_ahead).
     pub fn batch(mut self, n: usize) -> Worker {
-        self.config.batch = n.max(1);
+        self.config.batch = n;
         self
     }
 
     /// How many entries a read may ask for beyond the free handler slots
-    /// (default 0; a read still asks for at most [`batch`](Worker::batch)).
+    /// (default 0, at most 100,000; a read still asks for at most
+    /// [`batch`](Worker::batch)).
     ///
     /// Entries read ahead are delivered to this worker and wait here for a
     /// slot; they start in the order read (a
@@ -347,7 +376,8 @@ impl Worker {
     }
 
     /// Up to `n` new entries of a [`Handler`](crate::Handler) share one
-    /// transaction (default 1: a transaction per entry). Throughput rises
+    /// transaction (default 1: a transaction per entry; at most 10,000).
+    /// Throughput rises
     /// with `n`, since the commit, the ledger write and the round trips of
     /// `BEGIN` and `COMMIT` are paid once per group; this is what makes a
     /// single worker outrun one-transaction-per-message code, above all on
@@ -378,29 +408,29 @@ impl Worker {
     /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
     /// ```
     pub fn messages_per_transaction(mut self, n: usize) -> Worker {
-        self.config.per_transaction = n.max(1);
+        self.config.per_transaction = n;
         self
     }
 
-    /// How long a read waits for new entries (`BLOCK`, at least 1 ms). The
+    /// How long a read waits for new entries (`BLOCK`, 1 ms to 1 hour). The
     /// wait is cut short when a claim is due, and at once on stop.
     pub fn block(mut self, d: Duration) -> Worker {
-        self.config.block = d.max(Duration::from_millis(1));
+        self.config.block = d;
         self
     }
 
     /// After how long unacknowledged entries, of any consumer of the group
     /// (a failed handler, a crashed worker), are claimed and delivered
-    /// again. Claims are checked every half of this.
+    /// again. Claims are checked every half of this. 1 ms to 7 days.
     pub fn claim_idle(mut self, d: Duration) -> Worker {
-        self.config.claim_idle = d.max(Duration::from_millis(1));
+        self.config.claim_idle = d;
         self
     }
 
     /// Deliveries after which an entry whose handler keeps failing moves to
-    /// the dead-letter stream (Redis's delivery counter; at least 1).
+    /// the dead-letter stream (Redis's delivery counter; 1 to `u32::MAX`).
     pub fn max_deliveries(mut self, n: u64) -> Worker {
-        self.config.max_deliveries = n.max(1);
+        self.config.max_deliveries = n;
         self
     }
 
@@ -413,23 +443,24 @@ impl Worker {
     }
 
     /// How often the worker refreshes the health gauges of its streams
-    /// (and removes idle consumers, when asked to); default 15 s.
+    /// (and removes idle consumers, when asked to); default 15 s, 10 ms to
+    /// 7 days.
     pub fn housekeeping_every(mut self, d: Duration) -> Worker {
-        self.config.housekeeping_every = d.max(Duration::from_millis(10));
+        self.config.housekeeping_every = d;
         self
     }
 
     /// Removes consumers of the worker's groups that have been idle longer
     /// than `idle` and have nothing pending (see
     /// [`remove_idle_consumers`](crate::remove_idle_consumers)), at every
-    /// housekeeping round. Off by default.
+    /// housekeeping round. Off by default; 1 ms to 7 days.
     pub fn remove_idle_consumers_after(mut self, idle: Duration) -> Worker {
         self.config.remove_idle_consumers = Some(idle);
         self
     }
 
     /// How long a stop waits for running handlers before cancelling them
-    /// (they roll back and stay pending).
+    /// (they roll back and stay pending); at most 7 days.
     pub fn drain_timeout(mut self, d: Duration) -> Worker {
         self.config.drain_timeout = d;
         self
@@ -464,11 +495,7 @@ impl Worker {
                 "a Worker needs at least one handler: call `.handle(h)`".to_owned(),
             ));
         }
-        if self.config.consumer.is_empty() {
-            return Err(Error::Config(
-                "the consumer name must not be empty".to_owned(),
-            ));
-        }
+        self.config.check()?;
         let mut seen = HashSet::new();
         for h in &self.handlers {
             for (what, name) in [("stream", h.stream()), ("group", h.group())] {
@@ -491,12 +518,20 @@ impl Worker {
 
     /// Runs until `stop` is cancelled, then drains and returns what it did.
     ///
-    /// Fails at once, without consuming, when the settings are invalid,
-    /// the ledger table cannot be created (only needed, and created, when a
+    /// Fails at once, without consuming, when the settings are invalid
+    /// ([`Error::Config`] naming the setting and its allowed range), the
+    /// ledger table cannot be created (only needed, and created, when a
     /// [`Handler`](crate::Handler) is among the handlers), Redis cannot be reached (within
     /// 5 s to connect and 10 s to answer) or a group cannot be created.
     /// Once running, connection losses are retried with back-off, not
     /// returned.
+    ///
+    /// # Panics
+    ///
+    /// Only with a bug of the worker's own: when one of its read loops
+    /// panics, the others stop, running handlers drain, and `run` resumes
+    /// that panic instead of returning `Ok` with a stream no longer read. (A
+    /// handler's panic is a failed delivery, not a panic of `run`.)
     ///
     /// ```no_run
     /// # use safesync_core::{Db, Error, Tx};
@@ -534,13 +569,13 @@ impl Worker {
             format!("safesync-side-{}", self.config.consumer),
         )
         .await?;
-        for h in &self.handlers {
-            create_group(&side, h.stream(), h.group()).await?;
+        let (handlers, sources) = sources(self.handlers);
+        for (h, source) in handlers.iter().zip(&sources) {
+            create_group(&side, &source.key, h.group(), "0").await?;
         }
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let metrics = self.metrics.unwrap_or_else(QueueMetrics::global);
-        let labels = self
-            .handlers
+        let labels = handlers
             .iter()
             .map(|h| metrics.labelled(h.stream(), h.group()))
             .collect();
@@ -550,7 +585,8 @@ impl Worker {
             side,
             limit: Arc::new(Semaphore::new(self.config.concurrency)),
             config: self.config,
-            handlers: self.handlers,
+            handlers,
+            sources,
             metrics,
             labels,
             stats: Stats::default(),
@@ -563,19 +599,26 @@ impl Worker {
         });
         tracing::info!(
             consumer = %shared.config.consumer,
-            handlers = shared.handlers.len(),
+            handlers = shared.handlers.len() / 2,
             concurrency = shared.config.concurrency,
             "safesync queue worker started"
         );
         let acker = tokio::spawn(ack::run(Arc::clone(&shared), ack_rx));
         let housekeeper = tokio::spawn(housekeep(Arc::clone(&shared), stop.clone()));
+        // A loop that panics stops the others (never the caller's token),
+        // and the run ends in that panic once drained: never `Ok` with a
+        // stream silently not consumed.
+        let stop = stop.child_token();
         let mut loops = JoinSet::new();
         for index in 0..shared.handlers.len() {
             loops.spawn(consumer::consume(Arc::clone(&shared), index, stop.clone()));
         }
+        let mut panicked = None;
         while let Some(done) = loops.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "a safesync queue consumer loop ended abnormally");
+            if let Some(panic) = panic_of(done) {
+                tracing::error!("a safesync queue consumer loop panicked: stopping the worker");
+                stop.cancel();
+                panicked.get_or_insert(panic);
             }
         }
         housekeeper.abort();
@@ -585,6 +628,12 @@ impl Worker {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT * 3, wait).await;
         }
         acker.abort();
+        if let Some(panic) = panic_of(acker.await) {
+            panicked.get_or_insert(panic);
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
+        }
         let summary = shared.stats.summary();
         tracing::info!(?summary, "safesync queue worker stopped");
         Ok(summary)
@@ -616,6 +665,14 @@ impl Worker {
     }
 }
 
+/// The panic of a task that ended in one; `None` when it returned or was
+/// cancelled.
+fn panic_of<T>(
+    done: std::result::Result<T, tokio::task::JoinError>,
+) -> Option<Box<dyn std::any::Any + Send>> {
+    done.err().and_then(|e| e.try_into_panic().ok())
+}
+
 /// Refreshes the health gauges and removes idle consumers, every
 /// `housekeeping_every`, until `stop`. Failures are logged, never fatal.
 async fn housekeep(shared: Arc<Shared>, stop: CancellationToken) {
@@ -624,7 +681,8 @@ async fn housekeep(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(shared.config.housekeeping_every) => {}
         }
-        for h in &shared.handlers {
+        let streams = shared.handlers.iter().zip(&shared.sources);
+        for (h, _) in streams.filter(|(_, s)| !s.replayed) {
             let (stream, group) = (h.stream(), h.group());
             match crate::health::health(&shared.redis, stream, group).await {
                 Ok(health) => shared.metrics.record_health(stream, group, &health),
@@ -700,13 +758,19 @@ async fn drain(shared: &Shared) {
     }
 }
 
-/// `XGROUP CREATE stream group 0 MKSTREAM`; an existing group is fine.
-pub(crate) async fn create_group(side: &SideConn, stream: &str, group: &str) -> Result<()> {
+/// `XGROUP CREATE stream group <from> MKSTREAM`: a new group starts after
+/// entry `from` (`0`: the whole stream); an existing group is fine.
+pub(crate) async fn create_group(
+    side: &SideConn,
+    stream: &str,
+    group: &str,
+    from: &str,
+) -> Result<()> {
     let mut cmd = redis::cmd("XGROUP");
     cmd.arg("CREATE")
         .arg(stream)
         .arg(group)
-        .arg("0")
+        .arg(from)
         .arg("MKSTREAM");
     match side
         .query::<redis::Value>(&cmd, &format!("XGROUP CREATE `{group}` on `{stream}`"))
@@ -715,5 +779,24 @@ pub(crate) async fn create_group(side: &SideConn, stream: &str, group: &str) -> 
         Ok(_) => Ok(()),
         Err(e) if conn::as_redis_error(&e).and_then(conn::code) == Some("BUSYGROUP") => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_of;
+
+    #[tokio::test]
+    async fn a_task_that_panicked_is_told_from_one_that_returned_or_was_cancelled() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await;
+        let payload = panic_of(panicked).expect("the panic");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"));
+        assert!(panic_of(tokio::spawn(async {}).await).is_none());
+        let pending = tokio::spawn(std::future::pending::<()>());
+        pending.abort();
+        assert!(
+            panic_of(pending.await).is_none(),
+            "a cancelled task did not panic"
+        );
     }
 }

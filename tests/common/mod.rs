@@ -170,6 +170,16 @@ macro_rules! on_every_backend {
     };
 }
 
+/// Like `on_every_backend!`, for behaviour that only the servers have (SQLite
+/// serialises every transaction on its one write lock).
+#[macro_export]
+macro_rules! on_servers {
+    ($($name:ident),* $(,)?) => {
+        mod mysql_only { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::MySql).await } )* }
+        mod postgres_only { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::Postgres).await } )* }
+    };
+}
+
 /// Opens the database of a [`TestDb`] by its namespace, e.g. in a child process.
 pub async fn attach(backend: Backend, namespace: &str) -> Db {
     match backend {

@@ -285,7 +285,8 @@ pub(crate) async fn run(
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let () = redis::cmd("DEL")
         .arg(&stream)
-        .arg(safesync::queue::dead_letter_key(&stream))
+        .arg(safesync::queue::dead_letter_key(&stream, GROUP))
+        .arg(safesync::queue::replay_key(&stream, GROUP))
         .query_async(&mut conn)
         .await?;
     verified

@@ -66,10 +66,36 @@ macro_rules! dialect_slots {
                     $(Dialect::$variant)|* => self as usize,
                 }
             }
+
+            /// The character this dialect quotes identifiers with.
+            pub(crate) fn quote_char(self) -> char {
+                match self {
+                    $(Dialect::$variant => <$db as Backend>::QUOTE,)*
+                }
+            }
         }
     };
 }
 for_each_backend!(dialect_slots! {});
+
+impl Dialect {
+    /// Appends `ident` quoted in this dialect.
+    pub(crate) fn quote(self, out: &mut String, ident: &str) {
+        let q = self.quote_char();
+        out.push(q);
+        out.push_str(ident);
+        out.push(q);
+    }
+
+    /// Appends the record's table, with its schema, quoted.
+    pub(crate) fn table(self, out: &mut String, meta: &crate::record::TableMeta) {
+        if let Some(schema) = meta.schema {
+            self.quote(out, schema);
+            out.push('.');
+        }
+        self.quote(out, meta.table);
+    }
+}
 
 /// What a database error means to safesync, across backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +225,9 @@ pub(crate) trait Backend: sqlx::Database + Sized {
     /// `CREATE TABLE IF NOT EXISTS safesync_queue_ledger …`.
     const LEDGER_DDL: &'static str;
     /// Deletes ledger rows older than `secs` seconds.
-    fn ledger_prune_sql(secs: u64) -> String;
+    /// Deletes the ledger rows older than the one bound value, seconds
+    /// as an `i64` (`?`: the query layer numbers it where needed).
+    const LEDGER_PRUNE: &'static str;
     /// Inserts one ledger row; `Ok(false)` when it was already there.
     fn ledger_insert(
         conn: &mut Self::Connection,

@@ -200,11 +200,8 @@ impl Backend for MySql {
     PRIMARY KEY (stream, consumer_group, entry_id)
 ) ENGINE = InnoDB";
 
-    fn ledger_prune_sql(secs: u64) -> String {
-        format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < NOW(6) - INTERVAL {secs} SECOND"
-        )
-    }
+    const LEDGER_PRUNE: &'static str =
+        "DELETE FROM safesync_queue_ledger WHERE processed_at < NOW(6) - INTERVAL ? SECOND";
 
     async fn ledger_insert(
         conn: &mut MySqlConnection,

@@ -192,11 +192,8 @@ impl Backend for Postgres {
     PRIMARY KEY (stream, consumer_group, entry_id)
 )";
 
-    fn ledger_prune_sql(secs: u64) -> String {
-        format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < now() - interval '{secs} seconds'"
-        )
-    }
+    const LEDGER_PRUNE: &'static str =
+        "DELETE FROM safesync_queue_ledger WHERE processed_at < now() - ? * interval '1 second'";
 
     async fn ledger_insert(
         conn: &mut PgConnection,

@@ -143,11 +143,8 @@ impl Backend for Sqlite {
     PRIMARY KEY (stream, consumer_group, entry_id)
 )";
 
-    fn ledger_prune_sql(secs: u64) -> String {
-        format!(
-            "DELETE FROM safesync_queue_ledger WHERE processed_at < datetime('now', '-{secs} seconds')"
-        )
-    }
+    const LEDGER_PRUNE: &'static str = "DELETE FROM safesync_queue_ledger \
+         WHERE processed_at < datetime('now', '-' || ? || ' seconds')";
 
     async fn ledger_insert(
         conn: &mut SqliteConnection,

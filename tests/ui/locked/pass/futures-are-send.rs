@@ -20,15 +20,16 @@ struct Account {
 fn assert_send<T: Send>(_: T) {}
 
 #[allow(dead_code)]
-fn futures_are_send(tx: &mut Tx<'_>, job: &mut Job) {
+fn futures_are_send(tx: &mut Tx<'_>, job: &mut Job, held: &mut Held<Job>, gone: Held<Job>) {
     assert_send(Job::lock(tx, &1));
     assert_send(Job::lock_nowait(tx, &1));
     assert_send(Job::lock_skip_locked(tx, &1));
     assert_send(Job::find(tx, &1));
     assert_send(job.insert(tx));
     assert_send(job.insert_idempotent(tx));
-    assert_send(job.update(tx));
-    assert_send(job.delete(tx));
+    assert_send(job.overwrite(tx));
+    assert_send(held.update(tx));
+    assert_send(gone.delete(tx));
     assert_send(Account::lock(tx, &1));
     assert_send(Account::lock_nowait(tx, &1));
     assert_send(Account::lock_skip_locked(tx, &1));

@@ -18,12 +18,16 @@ async fn use_it(tx: &mut Tx<'_>) -> Result<(), Error> {
     job.insert(tx).await?;
     let _: Inserted = job.insert_idempotent(tx).await?;
     let _: Option<Job> = Job::find(tx, &1).await?;
-    let _: Option<Job> = Job::lock_nowait(tx, &1).await?;
-    let _: Option<Job> = Job::lock_skip_locked(tx, &1).await?;
-    let mut held: Job = Job::lock(tx, &1).await?.ok_or_else(Error::not_found)?;
+    let _: Option<Held<Job>> = Job::lock_nowait(tx, &1).await?;
+    let _: Option<Held<Job>> = Job::lock_skip_locked(tx, &1).await?;
+    let mut held: Held<Job> = Job::lock(tx, &1).await?.ok_or_else(Error::not_found)?;
     held.state = "done".into();
     held.update(tx).await?;
     held.delete(tx).await?;
+    // The deliberate blind write by key.
+    let mut blind = Job { id: 2, state: "x".into() };
+    blind.overwrite(tx).await?;
+    let _: Job = Job::lock(tx, &2).await?.ok_or_else(Error::not_found)?.into_inner();
     Ok(())
 }
 

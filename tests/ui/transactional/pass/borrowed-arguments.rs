@@ -14,7 +14,7 @@ async fn rename(
 ) -> Result<u64, Error> {
     attempts.fetch_add(1, Ordering::Relaxed);
     let _ = ids;
-    tx.execute(&format!("UPDATE t SET name = '{name}'")).await
+    tx.execute_with("UPDATE t SET name = ?", (name,)).await
 }
 
 #[transactional]

@@ -1,8 +1,8 @@
 use safesync::prelude::*;
 
 #[safesync::transactional]
-async fn count(tx: &mut Tx<'_>, table: String) -> Result<u64, Error> {
-    tx.execute(&format!("DELETE FROM {table}")).await
+async fn count(tx: &mut Tx<'_>, name: String) -> Result<u64, Error> {
+    tx.execute_with("DELETE FROM t WHERE name = ?", (name,)).await
 }
 
 // Without `retry` an argument is moved in once: it need not be `Clone`.

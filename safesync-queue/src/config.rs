@@ -1,0 +1,202 @@
+//! The worker's settings and their allowed ranges, checked at `run` so
+//! that no setting can panic a task later.
+
+use std::time::Duration;
+
+use safesync_core::{Error, Result};
+
+/// Most handlers running at once (the semaphore's own limit is far above).
+pub(crate) const MAX_CONCURRENCY: usize = 100_000;
+/// Most entries one read asks for.
+pub(crate) const MAX_BATCH: usize = 100_000;
+/// Most entries sharing one transaction.
+pub(crate) const MAX_PER_TRANSACTION: usize = 10_000;
+/// Most entries one read may ask for: `batch × messages_per_transaction`.
+pub(crate) const MAX_READ: usize = 1_000_000;
+/// Longest blocking read.
+pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(3600);
+/// Longest of the other durations (claim idle, drain, housekeeping, idle
+/// consumers).
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The worker's settings, as set; [`Config::check`] says whether they are
+/// usable.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) consumer: String,
+    pub(crate) concurrency: usize,
+    pub(crate) batch: usize,
+    pub(crate) read_ahead: usize,
+    pub(crate) per_transaction: usize,
+    pub(crate) block: Duration,
+    pub(crate) claim_idle: Duration,
+    pub(crate) max_deliveries: u64,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) ledger: bool,
+    pub(crate) housekeeping_every: Duration,
+    pub(crate) remove_idle_consumers: Option<Duration>,
+}
+
+/// `Err` naming `setting` and its range unless `min <= value <= max`.
+fn in_range<T: PartialOrd + std::fmt::Debug + Copy>(
+    setting: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<()> {
+    if value >= min && value <= max {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "`Worker::{setting}` is {value:?}; allowed: {min:?} to {max:?}"
+    )))
+}
+
+impl Config {
+    /// Every setting within its range; the first one out of it is an
+    /// [`Error::Config`] naming it and the range.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.consumer.is_empty() {
+            return Err(Error::Config(
+                "`Worker::consumer_name` must not be empty".to_owned(),
+            ));
+        }
+        in_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY)?;
+        in_range("batch", self.batch, 1, MAX_BATCH)?;
+        in_range("read_ahead", self.read_ahead, 0, MAX_BATCH)?;
+        in_range(
+            "messages_per_transaction",
+            self.per_transaction,
+            1,
+            MAX_PER_TRANSACTION,
+        )?;
+        let read = self.batch.checked_mul(self.per_transaction);
+        if read.is_none_or(|n| n > MAX_READ) {
+            return Err(Error::Config(format!(
+                "`Worker::batch` × `Worker::messages_per_transaction` is {} × {}; allowed: at most {MAX_READ}",
+                self.batch, self.per_transaction
+            )));
+        }
+        let ms = Duration::from_millis(1);
+        in_range("block", self.block, ms, MAX_BLOCK)?;
+        in_range("claim_idle", self.claim_idle, ms, MAX_DURATION)?;
+        in_range(
+            "max_deliveries",
+            self.max_deliveries,
+            1,
+            u64::from(u32::MAX),
+        )?;
+        in_range(
+            "drain_timeout",
+            self.drain_timeout,
+            Duration::ZERO,
+            MAX_DURATION,
+        )?;
+        in_range(
+            "housekeeping_every",
+            self.housekeeping_every,
+            Duration::from_millis(10),
+            MAX_DURATION,
+        )?;
+        if let Some(idle) = self.remove_idle_consumers {
+            in_range("remove_idle_consumers_after", idle, ms, MAX_DURATION)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            consumer: "c".into(),
+            concurrency: 1,
+            batch: 16,
+            read_ahead: 0,
+            per_transaction: 1,
+            block: Duration::from_secs(5),
+            claim_idle: Duration::from_secs(60),
+            max_deliveries: 5,
+            drain_timeout: Duration::from_secs(30),
+            ledger: true,
+            housekeeping_every: Duration::from_secs(15),
+            remove_idle_consumers: None,
+        }
+    }
+
+    /// A change of one setting.
+    type Change = Box<dyn FnOnce(&mut Config)>;
+
+    fn error(change: impl FnOnce(&mut Config)) -> String {
+        let mut c = config();
+        change(&mut c);
+        c.check().expect_err("out of range").to_string()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        config().check().unwrap();
+    }
+
+    #[test]
+    fn each_setting_out_of_range_is_named_with_its_range() {
+        let cases: [(&str, Change); 12] = [
+            (
+                "`Worker::block` is 18446744073709551615.999999999s; allowed: 1ms to 3600s",
+                Box::new(|c| c.block = Duration::MAX),
+            ),
+            (
+                "`Worker::block` is 0ns",
+                Box::new(|c| c.block = Duration::ZERO),
+            ),
+            (
+                "`Worker::concurrency` is 18446744073709551615; allowed: 1 to 100000",
+                Box::new(|c| c.concurrency = usize::MAX),
+            ),
+            (
+                "`Worker::concurrency` is 0",
+                Box::new(|c| c.concurrency = 0),
+            ),
+            ("`Worker::batch` is 0", Box::new(|c| c.batch = 0)),
+            (
+                "`Worker::read_ahead` is 18446744073709551615",
+                Box::new(|c| c.read_ahead = usize::MAX),
+            ),
+            (
+                "`Worker::messages_per_transaction` is 0",
+                Box::new(|c| c.per_transaction = 0),
+            ),
+            (
+                "`Worker::batch` × `Worker::messages_per_transaction` is 100000 × 10000; allowed: at most 1000000",
+                Box::new(|c| {
+                    c.batch = MAX_BATCH;
+                    c.per_transaction = MAX_PER_TRANSACTION;
+                }),
+            ),
+            (
+                "`Worker::claim_idle` is 18446744073709551615.999999999s",
+                Box::new(|c| c.claim_idle = Duration::MAX),
+            ),
+            (
+                "`Worker::max_deliveries` is 0",
+                Box::new(|c| c.max_deliveries = 0),
+            ),
+            (
+                "`Worker::drain_timeout` is 18446744073709551615.999999999s",
+                Box::new(|c| c.drain_timeout = Duration::MAX),
+            ),
+            (
+                "`Worker::remove_idle_consumers_after` is 18446744073709551615.999999999s",
+                Box::new(|c| c.remove_idle_consumers = Some(Duration::MAX)),
+            ),
+        ];
+        for (expected, change) in cases {
+            let err = error(change);
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+        assert!(error(|c| c.housekeeping_every = Duration::ZERO).contains("housekeeping_every"));
+        assert!(error(|c| c.consumer.clear()).contains("consumer_name"));
+    }
+}
