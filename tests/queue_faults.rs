@@ -559,8 +559,9 @@ async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
 on_every_backend!(
     sigterm_mid_stream_loses_nothing_and_applies_nothing_twice,
     sigkilled_worker_process_loses_nothing_and_applies_nothing_twice,
-    db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried,
 );
+
+on_servers!(db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried);
 
 #[tokio::test]
 async fn idle_consumers_are_removed_only_when_nothing_is_pending() {
@@ -712,10 +713,8 @@ impl Handler for KillOnce {
     }
 }
 
+/// Servers only: an embedded database has no connection to kill.
 async fn db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // an embedded database has no connection to kill
-    }
     let stream = common::unique("q_dbkill");
     let t = setup(backend, &stream, &redis_url()).await;
     let s: &'static str = Box::leak(stream.clone().into_boxed_str());
