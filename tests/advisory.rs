@@ -127,7 +127,7 @@ async fn a_killed_connection_is_reported_as_lock_lost(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    kill_session(backend, &other, guard.session_id().unwrap()).await;
+    common::kill_session(backend, &other, guard.session_id().unwrap()).await;
     let start = Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(5), guard.lost())
         .await
@@ -273,27 +273,6 @@ fn multiprocess_child() {
     });
 }
 
-/// Kills the server session `id` from outside.
-async fn kill_session(backend: Backend, db: &Db, id: i64) {
-    match backend {
-        Backend::MySql => {
-            sqlx::query(&format!("KILL {id}"))
-                .execute(db.as_mysql().unwrap())
-                .await
-                .unwrap();
-        }
-        Backend::Postgres => {
-            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-                .bind(i32::try_from(id).unwrap())
-                .fetch_one(db.as_postgres().unwrap())
-                .await
-                .unwrap();
-            assert!(killed);
-        }
-        Backend::Sqlite => unreachable!(),
-    }
-}
-
 /// A lock connection released cleanly serves the next lock (no new
 /// connection); one whose guard was dropped is never reused; a kept one
 /// that died while idle is replaced without the caller seeing an error.
@@ -336,7 +315,7 @@ async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
     third.release().await.unwrap();
 
     // The kept connection dies while idle: the next lock still succeeds.
-    kill_session(backend, &other, third_id).await;
+    common::kill_session(backend, &other, third_id).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fourth = lock(a.clone()).await;
     assert_ne!(fourth.session_id(), Some(third_id));
