@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod private_redis;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
