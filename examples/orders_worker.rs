@@ -99,6 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redis = safesync::queue::client(&redis_url)?;
     db.execute("DROP TABLE IF EXISTS example_orders").await?;
     db.create_table::<Order>().await?;
+    // Optional: `Worker::run` creates the ledger table itself when missing.
     safesync::queue::ensure_ledger(&db).await?;
     let mut conn = redis.get_multiplexed_async_connection().await?;
     let _: () = safesync::redis::cmd("DEL")

@@ -47,8 +47,10 @@
 //! ## Features
 //!
 //! - `sqlite` (default): embedded SQLite.
-//! - `mysql`: MySQL 8 and MariaDB 10.6+.
-//! - `postgres`: PostgreSQL 13+.
+//! - `mysql`: MariaDB (tested: 10.11; 10.6 is the first with `SKIP LOCKED`)
+//!   and MySQL 8 (untested: only its error numbers and messages are
+//!   handled, see the README's "Which servers are tested").
+//! - `postgres`: PostgreSQL (tested: 15).
 //! - `queue`: typed handlers on Redis Streams (`Worker`, `Stream`,
 //!   dead letters, health), with an exactly-once effect through a ledger
 //!   table in the handler's transaction.

@@ -113,10 +113,9 @@ async fn long_names_are_accepted_and_stay_distinct(backend: Backend) {
 
 /// Kills the holder's connection from outside; the guard must notice within
 /// its ping interval, and another holder can then take the lock.
+///
+/// Servers only: a SQLite file lock has no connection to lose.
 async fn a_killed_connection_is_reported_as_lock_lost(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // a file lock has no connection to lose
-    }
     let t = TestDb::new(backend).await;
     let other = t.other_db().await;
     let name = common::unique("lost");
@@ -128,7 +127,7 @@ async fn a_killed_connection_is_reported_as_lock_lost(backend: Backend) {
         .await
         .unwrap()
         .unwrap();
-    kill_session(backend, &other, guard.session_id().unwrap()).await;
+    common::kill_session(backend, &other, guard.session_id().unwrap()).await;
     let start = Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(5), guard.lost())
         .await
@@ -274,34 +273,12 @@ fn multiprocess_child() {
     });
 }
 
-/// Kills the server session `id` from outside.
-async fn kill_session(backend: Backend, db: &Db, id: i64) {
-    match backend {
-        Backend::MySql => {
-            sqlx::query(&format!("KILL {id}"))
-                .execute(db.as_mysql().unwrap())
-                .await
-                .unwrap();
-        }
-        Backend::Postgres => {
-            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
-                .bind(i32::try_from(id).unwrap())
-                .fetch_one(db.as_postgres().unwrap())
-                .await
-                .unwrap();
-            assert!(killed);
-        }
-        Backend::Sqlite => unreachable!(),
-    }
-}
-
 /// A lock connection released cleanly serves the next lock (no new
 /// connection); one whose guard was dropped is never reused; a kept one
 /// that died while idle is replaced without the caller seeing an error.
+///
+/// Servers only: SQLite file locks have no connection.
 async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // file locks have no connection
-    }
     let t = TestDb::new(backend).await;
     let other = t.other_db().await;
     let [a, b, c] = ["reuse-a", "reuse-b", "reuse-c"].map(common::unique);
@@ -338,7 +315,7 @@ async fn released_lock_connections_are_reused_and_no_other(backend: Backend) {
     third.release().await.unwrap();
 
     // The kept connection dies while idle: the next lock still succeeds.
-    kill_session(backend, &other, third_id).await;
+    common::kill_session(backend, &other, third_id).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fourth = lock(a.clone()).await;
     assert_ne!(fourth.session_id(), Some(third_id));
@@ -422,12 +399,15 @@ async fn sqlite_lock_files_stay_open_within_a_bound() {
     t.cleanup().await;
 }
 
-on_every_backend!(
+on_servers!(
     released_lock_connections_are_reused_and_no_other,
+    a_killed_connection_is_reported_as_lock_lost,
+);
+
+on_every_backend!(
     a_held_lock_excludes_others_until_released,
     a_dropped_guard_frees_the_lock,
     long_names_are_accepted_and_stay_distinct,
-    a_killed_connection_is_reported_as_lock_lost,
     separate_processes_never_hold_the_lock_together,
     a_transaction_scoped_lock_is_held_until_commit_or_rollback,
 );

@@ -200,7 +200,8 @@ fn assert_workload_counts(text: &str) {
         ],
         "{text}"
     );
-    // Advisory locks are not used here: no samples yet.
+    // Named locks are not used here (see
+    // `named_locks_count_acquires_held_time_and_losses`): no samples.
     assert!(series(text, "safesync_lock_held_seconds_count").is_empty());
     assert!(series(text, "safesync_lock_lost_total").is_empty());
 }
@@ -254,9 +255,84 @@ async fn a_clashing_registry_fails_registration_but_never_a_database_call(backen
     t.cleanup().await;
 }
 
+/// Named locks: one acquired, one refused while held (`timeout`), the held
+/// time of each released guard, and — on the servers — a lock whose
+/// connection is killed counted as lost.
+async fn named_locks_count_acquires_held_time_and_losses(backend: Backend) {
+    spans::recorder();
+    let t = TestDb::new(backend).await;
+    let registry = prometheus::Registry::new();
+    let db =
+        t.db.clone()
+            .with_metrics(Metrics::register(&registry).unwrap());
+    let name = common::unique("m_lock");
+
+    let held = db
+        .advisory_lock(&name, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(db.try_advisory_lock(&name).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    held.release().await.unwrap();
+
+    let mut acquired = 1;
+    let mut lost = Vec::new();
+    if backend != Backend::Sqlite {
+        // A file lock has no connection to kill: loss exists on servers only.
+        let other = t.other_db().await;
+        let doomed = db
+            .advisory_lock_with(
+                &common::unique("m_lost"),
+                safesync::LockOptions::new(Duration::from_secs(5))
+                    .ping_interval(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        common::kill_session(backend, &other, doomed.session_id().unwrap()).await;
+        tokio::time::timeout(Duration::from_secs(5), doomed.lost())
+            .await
+            .expect("the loss is noticed within a few pings");
+        drop(doomed);
+        other.close().await;
+        acquired += 1;
+        lost.push(r#"safesync_lock_lost_total{kind="advisory"} 1"#.to_owned());
+    }
+
+    let text = scrape(&registry);
+    assert_eq!(
+        series(&text, "safesync_lock_acquire_latency_seconds_count"),
+        [
+            format!(
+                r#"safesync_lock_acquire_latency_seconds_count{{kind="advisory",outcome="acquired"}} {acquired}"#
+            ),
+            r#"safesync_lock_acquire_latency_seconds_count{kind="advisory",outcome="timeout"} 1"#
+                .to_owned(),
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "safesync_lock_held_seconds_count"),
+        [format!(
+            r#"safesync_lock_held_seconds_count{{kind="advisory"}} {acquired}"#
+        )],
+        "{text}"
+    );
+    let held_sum: f64 = series(&text, "safesync_lock_held_seconds_sum")[0]
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(held_sum >= 0.1, "held for the 100 ms slept: {text}");
+    assert_eq!(series(&text, "safesync_lock_lost_total"), lost, "{text}");
+    t.cleanup().await;
+}
+
 on_every_backend!(
     a_known_workload_gives_exact_counts,
     a_clashing_registry_fails_registration_but_never_a_database_call,
+    named_locks_count_acquires_held_time_and_losses,
 );
 
 /// Only this test writes to `default_ledger` in this process, so its counts

@@ -11,6 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::private_redis::PrivateRedis;
 use common::{Backend, TestDb};
 use safesync::__private::BoxFuture;
 use safesync::prelude::*;
@@ -371,88 +372,6 @@ async fn sigkilled_worker_process_loses_nothing_and_applies_nothing_twice(backen
     t.cleanup().await;
 }
 
-/// A private `redis-server` on a free port, with an append-only file so its
-/// data survives a restart.
-struct PrivateRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    process: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = PrivateRedis {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            process: None,
-        };
-        r.up();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn up(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--daemonize",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/services installs it)");
-        self.process = Some(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "private redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM: Redis flushes its append-only file and exits.
-    fn down(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            let _ = std::process::Command::new("kill")
-                .args(["-TERM", &p.id().to_string()])
-                .status();
-            let _ = p.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
 /// The WARN and ERROR events of this process, as `(level, message)`: a
 /// global subscriber installed by the test that looks at log levels.
 static LOGGED: std::sync::Mutex<Vec<(tracing::Level, String)>> = std::sync::Mutex::new(Vec::new());
@@ -559,8 +478,9 @@ async fn redis_restarted_mid_run_the_worker_reconnects_and_finishes() {
 on_every_backend!(
     sigterm_mid_stream_loses_nothing_and_applies_nothing_twice,
     sigkilled_worker_process_loses_nothing_and_applies_nothing_twice,
-    db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried,
 );
+
+on_servers!(db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried);
 
 #[tokio::test]
 async fn idle_consumers_are_removed_only_when_nothing_is_pending() {
@@ -712,10 +632,8 @@ impl Handler for KillOnce {
     }
 }
 
+/// Servers only: an embedded database has no connection to kill.
 async fn db_connection_killed_mid_handler_rolls_back_and_the_entry_is_retried(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // an embedded database has no connection to kill
-    }
     let stream = common::unique("q_dbkill");
     let t = setup(backend, &stream, &redis_url()).await;
     let s: &'static str = Box::leak(stream.clone().into_boxed_str());

@@ -364,28 +364,69 @@ async fn idempotent_insert_on_a_key_that_is_not_the_primary_key(backend: Backend
     t.cleanup().await;
 }
 
+/// A second transaction that locks the same row waits until the first
+/// commits, then sees the first one's write. On the servers it waits in
+/// `lock` (the row lock); on SQLite already in `begin` (the write lock).
 async fn lock_returns_the_row_and_holds_it_until_commit(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let t = setup(backend).await;
     insert_all(&t.db, &[acct(1, 1)]).await;
     let mut tx = t.db.begin().await.unwrap();
     let mut a = Account::lock(&mut tx, &1).await.unwrap().unwrap();
     assert!(Account::lock(&mut tx, &2).await.unwrap().is_none());
+
+    let locked = Arc::new(AtomicBool::new(false));
+    let second = tokio::spawn({
+        let db = t.db.clone();
+        let locked = Arc::clone(&locked);
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            let mut b = Account::lock(&mut tx, &1).await.unwrap().unwrap();
+            locked.store(true, Ordering::SeqCst);
+            let seen = b.clone();
+            b.balance += 10;
+            b.update(&mut tx).await.unwrap();
+            tx.commit().await.unwrap();
+            seen
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !locked.load(Ordering::SeqCst),
+        "a second transaction locked the row while the first held it"
+    );
+    if backend != Backend::Sqlite {
+        // Another connection cannot take it without waiting either.
+        let mut other = t.other_db().await.begin().await.unwrap();
+        let err = Account::lock_nowait(&mut other, &1).await.unwrap_err();
+        assert!(matches!(err, Error::LockBusy { .. }), "{err:?}");
+        other.rollback().await.unwrap();
+    }
+
     a.balance += 1;
     a.update(&mut tx).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(read(&t.db, 1).await.unwrap().balance, 2);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("the second transaction gets the row once the first commits")
+        .unwrap();
+    assert_eq!(
+        (seen.balance, seen.version),
+        (2, 1),
+        "it saw the committed write"
+    );
+    assert_eq!(read(&t.db, 1).await.unwrap().balance, 12);
     t.cleanup().await;
 }
 
+/// Servers only: SQLite has no row locks — a second writer cannot even
+/// begin while the first holds the write lock (see `Locked`'s docs and
+/// `lock_returns_the_row_and_holds_it_until_commit`).
 async fn lock_nowait_is_lock_busy_and_skip_locked_skips_while_another_holds_the_row(
     backend: Backend,
 ) {
-    if backend == Backend::Sqlite {
-        // SQLite has no row locks: a second writer cannot even begin while
-        // the first holds the write lock (see `Locked`'s docs); the
-        // serialisation itself is proven by the concurrency tests.
-        return;
-    }
     let t = setup(backend).await;
     insert_all(&t.db, &[acct(1, 1), acct(2, 2)]).await;
 
@@ -802,13 +843,14 @@ on_every_backend!(
     idempotent_insert_reports_already_exists_for_a_duplicate_key,
     idempotent_insert_still_fails_on_not_null_check_and_foreign_key,
     lock_returns_the_row_and_holds_it_until_commit,
-    lock_nowait_is_lock_busy_and_skip_locked_skips_while_another_holds_the_row,
     composite_keys_renamed_columns_and_skipped_fields,
     locked_only_records_write_through_the_held_row,
     transaction_commits_on_ok_and_rolls_back_on_err_and_panic,
     retry_runs_a_new_transaction_per_attempt_and_stops_on_fatal_errors,
     bad_input_gives_errors_naming_what_was_wrong,
 );
+
+on_servers!(lock_nowait_is_lock_busy_and_skip_locked_skips_while_another_holds_the_row);
 
 #[tokio::test]
 async fn connection_errors_name_the_url_but_never_the_password() {

@@ -77,9 +77,9 @@ use workloads::Case;
 pub enum Backend {
     /// SQLite in a temporary file (WAL, `BEGIN IMMEDIATE` for writers).
     Sqlite,
-    /// MySQL 8 or MariaDB 10.6+ at `SAFESYNC_MYSQL_URL`.
+    /// MariaDB (measured: 10.11) or MySQL at `SAFESYNC_MYSQL_URL`.
     MySql,
-    /// PostgreSQL 13+ at `SAFESYNC_PG_URL`.
+    /// PostgreSQL (measured: 15) at `SAFESYNC_PG_URL`.
     Postgres,
 }
 

@@ -53,7 +53,14 @@ impl RetryPolicy {
         RetryPolicy::default().max_attempts(1)
     }
 
-    /// At most this many attempts (at least 1).
+    /// At most this many attempts. `0` is taken as `1`: the work always
+    /// runs once (there is no "never run" policy), and
+    /// [`attempts`](RetryPolicy::attempts) then reports 1.
+    ///
+    /// ```
+    /// # use safesync_core::RetryPolicy;
+    /// assert_eq!(RetryPolicy::default().max_attempts(0).attempts(), 1);
+    /// ```
     #[must_use]
     pub fn max_attempts(mut self, n: u32) -> Self {
         self.max_attempts = n.max(1);

@@ -29,7 +29,11 @@ pub(crate) const REPLAY_OF: &str = "safesync_replay_of";
 const META: [&str; 5] = [ORIGINAL_ID, GROUP, CONSUMER, DELIVERIES, REASON];
 
 /// An entry of a dead-letter stream, from [`dead_letters`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` output shows each field's value as text when it is UTF-8
+/// (a JSON payload reads as JSON), and as an escaped byte string
+/// (`b"\xff…"`) when it is not.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeadLetter {
     /// Its id in the dead-letter stream (what [`replay_dead_letter`] takes).
@@ -47,6 +51,38 @@ pub struct DeadLetter {
     pub deliveries: u64,
     /// The original entry's fields, in order (names decoded lossily).
     pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// A field value: text when it is UTF-8, else an escaped byte string.
+        struct Value<'a>(&'a [u8]);
+        impl std::fmt::Debug for Value<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match std::str::from_utf8(self.0) {
+                    Ok(text) => std::fmt::Debug::fmt(text, f),
+                    Err(_) => write!(f, "b\"{}\"", self.0.escape_ascii()),
+                }
+            }
+        }
+        struct Fields<'a>(&'a [(String, Vec<u8>)]);
+        impl std::fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list()
+                    .entries(self.0.iter().map(|(name, value)| (name, Value(value))))
+                    .finish()
+            }
+        }
+        f.debug_struct("DeadLetter")
+            .field("id", &self.id)
+            .field("original_id", &self.original_id)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("reason", &self.reason)
+            .field("deliveries", &self.deliveries)
+            .field("fields", &Fields(&self.fields))
+            .finish()
+    }
 }
 
 impl DeadLetter {
@@ -326,6 +362,29 @@ fn parse(e: Entry) -> DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_utf8_field_values_as_text_and_others_as_escaped_bytes() {
+        let dead = DeadLetter {
+            id: "2-0".into(),
+            original_id: "1-0".into(),
+            group: "billing".into(),
+            consumer: "w1".into(),
+            reason: "bad".into(),
+            deliveries: 3,
+            fields: vec![
+                ("data".into(), br#"{"order_id":7}"#.to_vec()),
+                ("raw".into(), vec![0xff, b'a', b'\n']),
+            ],
+        };
+        let text = format!("{dead:?}");
+        assert!(text.contains(r#"("data", "{\"order_id\":7}")"#), "{text}");
+        assert!(text.contains(r#"("raw", b"\xffa\n")"#), "{text}");
+        assert!(
+            text.starts_with(r#"DeadLetter { id: "2-0", original_id: "1-0", group: "billing", consumer: "w1", reason: "bad", deliveries: 3, fields: ["#),
+            "{text}"
+        );
+    }
 
     #[test]
     fn long_reasons_are_cut_on_a_char_boundary_with_a_marker() {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod private_redis;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -178,6 +180,29 @@ macro_rules! on_servers {
         mod mysql_only { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::MySql).await } )* }
         mod postgres_only { $( #[tokio::test(flavor = "multi_thread", worker_threads = 4)] async fn $name() { super::$name($crate::common::Backend::Postgres).await } )* }
     };
+}
+
+/// Ends the server session `id` (a lock's `session_id`) from outside, the
+/// way an operator or a crashed network would: MySQL `KILL`, PostgreSQL
+/// `pg_terminate_backend`. `db` is any other connection to the server.
+pub async fn kill_session(backend: Backend, db: &Db, id: i64) {
+    match backend {
+        Backend::MySql => {
+            sqlx::query(&format!("KILL {id}"))
+                .execute(db.as_mysql().unwrap())
+                .await
+                .unwrap();
+        }
+        Backend::Postgres => {
+            let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+                .bind(i32::try_from(id).unwrap())
+                .fetch_one(db.as_postgres().unwrap())
+                .await
+                .unwrap();
+            assert!(killed);
+        }
+        Backend::Sqlite => unreachable!(),
+    }
 }
 
 /// Opens the database of a [`TestDb`] by its namespace, e.g. in a child process.
