@@ -48,6 +48,22 @@ pub(crate) fn check(meta: &TableMeta) -> Result<()> {
     Ok(())
 }
 
+/// Appends `ident` quoted on backend `B`.
+pub(crate) fn quote<B: Backend>(out: &mut String, ident: &str) {
+    out.push(B::QUOTE);
+    out.push_str(ident);
+    out.push(B::QUOTE);
+}
+
+/// Appends the record's table, with its schema, quoted on backend `B`.
+pub(crate) fn table<B: Backend>(out: &mut String, meta: &TableMeta) {
+    if let Some(schema) = meta.schema {
+        quote::<B>(out, schema);
+        out.push('.');
+    }
+    quote::<B>(out, meta.table);
+}
+
 struct Writer<B> {
     out: String,
     n: usize,
@@ -68,17 +84,11 @@ impl<B: Backend> Writer<B> {
     }
 
     fn quote(&mut self, ident: &str) {
-        self.out.push(B::QUOTE);
-        self.out.push_str(ident);
-        self.out.push(B::QUOTE);
+        quote::<B>(&mut self.out, ident);
     }
 
     fn table(&mut self, meta: &TableMeta) {
-        if let Some(schema) = meta.schema {
-            self.quote(schema);
-            self.out.push('.');
-        }
-        self.quote(meta.table);
+        table::<B>(&mut self.out, meta);
     }
 
     fn placeholder(&mut self) {

@@ -36,7 +36,8 @@ use tokio::sync::OwnedMutexGuard;
 use crate::db::{Db, DbOptions};
 use crate::error::Result;
 use crate::lock::Held;
-use crate::record::Record;
+use crate::record::{Record, TableMeta};
+use crate::schema::{ColumnType, LiveTable};
 use crate::tx::Tx;
 
 /// The SQL dialect of a backend.
@@ -66,36 +67,10 @@ macro_rules! dialect_slots {
                     $(Dialect::$variant)|* => self as usize,
                 }
             }
-
-            /// The character this dialect quotes identifiers with.
-            pub(crate) fn quote_char(self) -> char {
-                match self {
-                    $(Dialect::$variant => <$db as Backend>::QUOTE,)*
-                }
-            }
         }
     };
 }
 for_each_backend!(dialect_slots! {});
-
-impl Dialect {
-    /// Appends `ident` quoted in this dialect.
-    pub(crate) fn quote(self, out: &mut String, ident: &str) {
-        let q = self.quote_char();
-        out.push(q);
-        out.push_str(ident);
-        out.push(q);
-    }
-
-    /// Appends the record's table, with its schema, quoted.
-    pub(crate) fn table(self, out: &mut String, meta: &crate::record::TableMeta) {
-        if let Some(schema) = meta.schema {
-            self.quote(out, schema);
-            out.push('.');
-        }
-        self.quote(out, meta.table);
-    }
-}
 
 /// What a database error means to safesync, across backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +199,6 @@ pub(crate) trait Backend: sqlx::Database + Sized {
 
     /// `CREATE TABLE IF NOT EXISTS safesync_queue_ledger …`.
     const LEDGER_DDL: &'static str;
-    /// Deletes ledger rows older than `secs` seconds.
     /// Deletes the ledger rows older than the one bound value, seconds
     /// as an `i64` (`?`: the query layer numbers it where needed).
     const LEDGER_PRUNE: &'static str;
@@ -242,6 +216,47 @@ pub(crate) trait Backend: sqlx::Database + Sized {
         group: &str,
         ids: &[&str],
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    // --- statements with bound values (`query`) --------------------------
+
+    /// How `?` placeholders are found in a statement and sent.
+    const LEXICAL: Lexical;
+    /// The most values one statement may bind.
+    const MAX_PARAMS: usize;
+
+    // --- schema from the struct (`schema`) -------------------------------
+
+    /// Whether the catalog's column names compare exactly (otherwise
+    /// ignoring ASCII case).
+    const CASE_SENSITIVE_NAMES: bool;
+    /// Appended to `CREATE TABLE … (…)`.
+    const TABLE_OPTIONS: &'static str;
+    /// The DDL type of a column (`in_key`: one of the key's columns).
+    fn ddl_type(ty: ColumnType, in_key: bool) -> &'static str;
+    /// Whether a live column of declared type `sql_type` holds every value
+    /// of `ty`, as sqlx reads it back.
+    fn holds(ty: ColumnType, sql_type: &str) -> bool;
+    /// The record's live table from the catalog; `None` when it is absent.
+    fn live_table(
+        pool: &sqlx::Pool<Self>,
+        meta: &TableMeta,
+    ) -> impl Future<Output = Result<Option<LiveTable>>> + Send;
+}
+
+/// A backend's lexical rules for finding `?` placeholders outside string
+/// literals, quoted identifiers and comments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::struct_excessive_bools)] // reason: independent lexical rules, one flag each
+pub(crate) struct Lexical {
+    /// Placeholders are sent as `$1`, `$2`, …; `E'…'` strings take
+    /// backslash escapes, `$tag$…$tag$` quotes, block comments nest, and a
+    /// backtick is no quote (PostgreSQL).
+    pub(crate) numbered: bool,
+    /// `#` starts a comment, `--` only when followed by whitespace, and
+    /// strings and `"…"` take backslash escapes (MySQL).
+    pub(crate) mysql_comments_and_escapes: bool,
+    /// `[identifier]` quotes (SQLite).
+    pub(crate) bracket_identifiers: bool,
 }
 
 /// The list of backends: `(feature, variant, sqlx type, URL schemes, the

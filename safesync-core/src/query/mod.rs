@@ -20,8 +20,8 @@ use tracing::Instrument as _;
 
 pub use params::{Params, Scalar, Value};
 
-use crate::backend::Dialect;
 use crate::backend::on_tx;
+use crate::backend::{Backend, Lexical, on_tx_backend};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::record::{Record, RowCodec};
@@ -33,13 +33,13 @@ fn encode_err(e: sqlx::error::BoxDynError) -> Error {
 
 /// `sql` in the backend's placeholder spelling, once its `?` count matches
 /// the `given` values.
-fn prepare(sql: &str, dialect: Dialect, given: usize) -> Result<std::borrow::Cow<'_, str>> {
+fn prepare(sql: &str, lexical: Lexical, given: usize) -> Result<std::borrow::Cow<'_, str>> {
     let bad = |reason: String| Error::Query {
         sql: sql.to_owned(),
         reason,
     };
     let prepared =
-        placeholders::prepare(sql, dialect).map_err(|what| bad(format!("it has {what}")))?;
+        placeholders::prepare(sql, lexical).map_err(|what| bad(format!("it has {what}")))?;
     if prepared.placeholders != given {
         return Err(bad(format!(
             "it has {} `?` placeholder(s) but {given} value(s) were bound",
@@ -72,7 +72,7 @@ enum Rows {
 macro_rules! bound {
     ($tx:expr, $sql:expr, $params:expr, |$out:ident, $DB:ident| $run:ident => $then:expr) => {{
         let params = $params;
-        let text = prepare($sql, $tx.dialect(), params.count())?;
+        let text = prepare($sql, lexical(&$tx), params.count())?;
         let text: &str = &text;
         on_tx!($tx, |conn, $DB| {
             let mut args = <$DB as Database>::Arguments::default();
@@ -262,14 +262,14 @@ impl Db {
     }
 }
 
-/// The most values one statement may bind on `dialect`.
-fn max_params(dialect: Dialect) -> usize {
-    match dialect {
-        // SQLITE_MAX_VARIABLE_NUMBER of the bundled SQLite (3.32+).
-        Dialect::Sqlite => 32_766,
-        // A 16-bit count in both wire protocols.
-        Dialect::MySql | Dialect::Postgres => 65_535,
-    }
+/// The placeholder rules of `tx`'s backend.
+fn lexical(tx: &Tx<'_>) -> Lexical {
+    on_tx_backend!(tx, |DB| <DB as Backend>::LEXICAL)
+}
+
+/// The most values one statement may bind on `tx`'s backend.
+fn max_params(tx: &Tx<'_>) -> usize {
+    on_tx_backend!(tx, |DB| <DB as Backend>::MAX_PARAMS)
 }
 
 /// `SELECT <T's columns> FROM <T's table>`, and T's quoted key columns:
@@ -444,17 +444,17 @@ async fn find_many<T: Record>(tx: &mut Tx<'_>, keys: &[T::Key]) -> Result<Vec<T>
     sql.push_str(" ORDER BY ");
     sql.push_str(&key_cols.join(", "));
     let values = keys.len() * key_cols.len();
-    if values > max_params(dialect) {
+    let max = max_params(tx);
+    if values > max {
         return Err(Error::Query {
             sql: format!("find_many on `{}`", T::META.table),
             reason: format!(
-                "{} keys need {values} bound values, more than the {} one {dialect:?} statement takes: pass fewer keys per call",
+                "{} keys need {values} bound values, more than the {max} one {dialect:?} statement takes: pass fewer keys per call",
                 keys.len(),
-                max_params(dialect)
             ),
         });
     }
-    let text = prepare(&sql, dialect, values)?;
+    let text = prepare(&sql, lexical(tx), values)?;
     let text: &str = &text;
     let span = tracing::debug_span!(parent: &tx.span, "safesync.record", table = T::META.table, op = "find_many");
     async {

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::backend::Dialect;
+use crate::backend::Lexical;
 
 /// A statement ready for the backend, and how many values it takes.
 #[derive(Debug)]
@@ -21,12 +21,13 @@ pub(crate) struct Prepared<'s> {
     pub(crate) placeholders: usize,
 }
 
-/// Scans `sql` for `?` placeholders in `dialect`'s lexical rules; on
-/// PostgreSQL numbers them. The error says what is wrong with the text.
-pub(crate) fn prepare(sql: &str, dialect: Dialect) -> Result<Prepared<'_>, String> {
+/// Scans `sql` for `?` placeholders under a backend's lexical rules; numbers
+/// them where the backend wants `$n`. The error says what is wrong with the
+/// text.
+pub(crate) fn prepare(sql: &str, lexical: Lexical) -> Result<Prepared<'_>, String> {
     let b = sql.as_bytes();
-    let pg = dialect == Dialect::Postgres;
-    let mysql = dialect == Dialect::MySql;
+    let pg = lexical.numbered;
+    let mysql = lexical.mysql_comments_and_escapes;
     let mut out = String::new();
     let mut copied = 0; // bytes of `sql` already in `out`
     let mut count = 0;
@@ -45,7 +46,7 @@ pub(crate) fn prepare(sql: &str, dialect: Dialect) -> Result<Prepared<'_>, Strin
             b'`' if !pg => {
                 skip_quoted(b, i, b'`', false).ok_or("an unterminated quoted identifier")?
             }
-            b'[' if dialect == Dialect::Sqlite => {
+            b'[' if lexical.bracket_identifiers => {
                 find(b, i + 1, b"]").ok_or("an unterminated `[identifier]`")?
             }
             b'-' if next == Some(b'-')
@@ -163,12 +164,17 @@ fn dollar_tag(b: &[u8], start: usize) -> Option<&[u8]> {
     (b.get(i) == Some(&b'$')).then(|| &b[start..=i])
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite", feature = "mysql", feature = "postgres"))]
 mod tests {
-    use super::{Dialect, prepare};
+    use super::prepare;
+    use crate::backend::{Backend, Lexical};
+
+    const POSTGRES: Lexical = <sqlx::Postgres as Backend>::LEXICAL;
+    const MYSQL: Lexical = <sqlx::MySql as Backend>::LEXICAL;
+    const SQLITE: Lexical = <sqlx::Sqlite as Backend>::LEXICAL;
 
     fn pg(sql: &str) -> (String, usize) {
-        let p = prepare(sql, Dialect::Postgres).unwrap();
+        let p = prepare(sql, POSTGRES).unwrap();
         (p.sql.into_owned(), p.placeholders)
     }
 
@@ -200,55 +206,40 @@ mod tests {
 
     #[test]
     fn mysql_and_sqlite_keep_question_marks_and_count_them() {
-        for d in [Dialect::MySql, Dialect::Sqlite] {
+        for d in [MYSQL, SQLITE] {
             let p = prepare("SELECT `a?`, '?', ? FROM t WHERE x = ? -- ?", d).unwrap();
             assert_eq!(p.placeholders, 2, "{d:?}");
             assert!(matches!(p.sql, std::borrow::Cow::Borrowed(_)));
         }
         // MySQL strings take backslash escapes; `#` starts a comment.
-        let p = prepare("SELECT 'a\\'?', ? # ?", Dialect::MySql).unwrap();
+        let p = prepare("SELECT 'a\\'?', ? # ?", MYSQL).unwrap();
         assert_eq!(p.placeholders, 1);
         // On MySQL `--` needs a space to be a comment: `1--?` is 1 - (-?).
-        assert_eq!(
-            prepare("SELECT 1--?", Dialect::MySql).unwrap().placeholders,
-            1
-        );
-        assert_eq!(
-            prepare("SELECT 1--?", Dialect::Sqlite)
-                .unwrap()
-                .placeholders,
-            0
-        );
+        assert_eq!(prepare("SELECT 1--?", MYSQL).unwrap().placeholders, 1);
+        assert_eq!(prepare("SELECT 1--?", SQLITE).unwrap().placeholders, 0);
         // SQLite's [bracketed identifiers].
-        assert_eq!(
-            prepare("SELECT [a?] , ?", Dialect::Sqlite)
-                .unwrap()
-                .placeholders,
-            1
-        );
+        assert_eq!(prepare("SELECT [a?] , ?", SQLITE).unwrap().placeholders, 1);
     }
 
     #[test]
     fn other_spellings_and_unterminated_text_are_errors() {
-        let err = prepare("SELECT $1", Dialect::Postgres).unwrap_err();
+        let err = prepare("SELECT $1", POSTGRES).unwrap_err();
         assert!(err.contains("`$1`-style"), "{err}");
-        let err = prepare("SELECT ?1", Dialect::Sqlite).unwrap_err();
+        let err = prepare("SELECT ?1", SQLITE).unwrap_err();
         assert!(err.contains("numbered"), "{err}");
         assert!(
-            prepare("SELECT 'open ?", Dialect::MySql)
+            prepare("SELECT 'open ?", MYSQL)
                 .unwrap_err()
                 .contains("string")
         );
         assert!(
-            prepare("SELECT /* ?", Dialect::Postgres)
+            prepare("SELECT /* ?", POSTGRES)
                 .unwrap_err()
                 .contains("comment")
         );
         // `a$1` is an identifier on PostgreSQL, not a placeholder.
         assert_eq!(
-            prepare("SELECT a$1 FROM t", Dialect::Postgres)
-                .unwrap()
-                .placeholders,
+            prepare("SELECT a$1 FROM t", POSTGRES).unwrap().placeholders,
             0
         );
     }

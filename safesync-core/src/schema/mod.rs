@@ -3,7 +3,7 @@
 //!
 //! The derives describe each stored field with [`SqlType`] (a
 //! backend-neutral [`ColumnType`] and whether it is nullable); each backend's
-//! file here turns that into its DDL type, and reads its catalog into a
+//! file (`backend/<name>/schema.rs`) turns that into its DDL type, and reads its catalog into a
 //! [`LiveTable`] that [`compare`] checks against the struct.
 //!
 //! | Rust | SQLite | MySQL / MariaDB | PostgreSQL |
@@ -18,18 +18,15 @@
 //! | `Vec<u8>` | `BLOB` | `LONGBLOB`; `VARBINARY(255)` in a key | `BYTEA` |
 //! | `Option<T>` | `T`'s type, nullable | the same | the same |
 
-mod mysql;
-mod postgres;
-mod sqlite;
-
 use std::fmt;
 
 use futures_core::future::BoxFuture;
 
-use crate::backend::Dialect;
+use crate::backend::{Backend, on_pool};
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::record::{Table, TableMeta};
+use crate::sql;
 
 /// The backend-neutral type of a column; each backend maps it to its own
 /// DDL type (see [`Db::create_table`] for the table).
@@ -291,118 +288,94 @@ impl LiveTable {
     }
 }
 
-impl Dialect {
-    /// Whether two column names are the same column (Postgres compares
-    /// quoted names exactly; SQLite and MySQL ignore ASCII case).
-    fn same_column(self, a: &str, b: &str) -> bool {
-        match self {
-            Dialect::Postgres => a == b,
-            Dialect::Sqlite | Dialect::MySql => a.eq_ignore_ascii_case(b),
-        }
+/// Whether two column names are the same column on backend `B`.
+fn same_column<B: Backend>(a: &str, b: &str) -> bool {
+    if B::CASE_SENSITIVE_NAMES {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
     }
+}
 
-    /// The DDL type of a column.
-    fn ddl_type(self, ty: ColumnType, in_key: bool) -> &'static str {
-        match self {
-            Dialect::Sqlite => sqlite::ddl_type(ty),
-            Dialect::MySql => mysql::ddl_type(ty, in_key),
-            Dialect::Postgres => postgres::ddl_type(ty),
+/// `CREATE TABLE IF NOT EXISTS` for a record, on backend `B`.
+pub(crate) fn create_table_sql<B: Backend>(meta: &TableMeta, schema: &SchemaMeta) -> String {
+    let mut s = String::from("CREATE TABLE IF NOT EXISTS ");
+    sql::table::<B>(&mut s, meta);
+    s.push_str(" (");
+    for (i, (name, def)) in meta.columns.iter().zip(schema.columns).enumerate() {
+        let in_key = meta.key.contains(&i);
+        if i > 0 {
+            s.push_str(", ");
         }
+        sql::quote::<B>(&mut s, name);
+        s.push(' ');
+        s.push_str(B::ddl_type(def.ty, in_key));
+        s.push_str(if def.nullable && !in_key {
+            " NULL"
+        } else {
+            " NOT NULL"
+        });
     }
-
-    /// Whether a live column's declared type can hold `ty` (and sqlx reads
-    /// it back as that type).
-    fn holds(self, ty: ColumnType, sql_type: &str) -> bool {
-        match self {
-            Dialect::Sqlite => sqlite::holds(ty, sql_type),
-            Dialect::MySql => mysql::holds(ty, sql_type),
-            Dialect::Postgres => postgres::holds(ty, sql_type),
+    s.push_str(", PRIMARY KEY (");
+    for (i, &k) in meta.key.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
         }
+        sql::quote::<B>(&mut s, meta.columns[k]);
     }
+    s.push_str("))");
+    s.push_str(B::TABLE_OPTIONS);
+    s
+}
 
-    /// `CREATE TABLE IF NOT EXISTS` for a record.
-    pub(crate) fn create_table(self, meta: &TableMeta, schema: &SchemaMeta) -> String {
-        let mut s = String::from("CREATE TABLE IF NOT EXISTS ");
-        self.table(&mut s, meta);
-        s.push_str(" (");
-        for (i, (name, def)) in meta.columns.iter().zip(schema.columns).enumerate() {
-            let in_key = meta.key.contains(&i);
-            if i > 0 {
-                s.push_str(", ");
-            }
-            self.quote(&mut s, name);
-            s.push(' ');
-            s.push_str(self.ddl_type(def.ty, in_key));
-            s.push_str(if def.nullable && !in_key {
-                " NULL"
-            } else {
-                " NOT NULL"
+/// Every difference between the struct and the live table, on backend `B`.
+pub(crate) fn compare<B: Backend>(
+    meta: &TableMeta,
+    schema: &SchemaMeta,
+    live: Option<&LiveTable>,
+) -> Vec<Mismatch> {
+    let Some(live) = live else {
+        return vec![Mismatch::MissingTable];
+    };
+    let mut out = Vec::new();
+    for (i, (&column, def)) in meta.columns.iter().zip(schema.columns).enumerate() {
+        let field = format!("{}: {}", def.field, def.rust_type);
+        let expected = B::ddl_type(def.ty, meta.key.contains(&i));
+        let Some(found) = live
+            .columns
+            .iter()
+            .find(|c| same_column::<B>(&c.name, column))
+        else {
+            out.push(Mismatch::MissingColumn {
+                column,
+                field,
+                expected,
+            });
+            continue;
+        };
+        if !B::holds(def.ty, &found.sql_type) {
+            out.push(Mismatch::WrongType {
+                column,
+                field: field.clone(),
+                found: found.sql_type.clone(),
+                expected,
             });
         }
-        s.push_str(", PRIMARY KEY (");
-        for (i, &k) in meta.key.iter().enumerate() {
-            if i > 0 {
-                s.push_str(", ");
-            }
-            self.quote(&mut s, meta.columns[k]);
+        if found.nullable && !def.nullable {
+            out.push(Mismatch::Nullable { column, field });
         }
-        s.push_str("))");
-        if self == Dialect::MySql {
-            s.push_str(mysql::TABLE_OPTIONS);
-        }
-        s
     }
-
-    /// Every difference between the struct and the live table.
-    pub(crate) fn compare(
-        self,
-        meta: &TableMeta,
-        schema: &SchemaMeta,
-        live: Option<&LiveTable>,
-    ) -> Vec<Mismatch> {
-        let Some(live) = live else {
-            return vec![Mismatch::MissingTable];
-        };
-        let mut out = Vec::new();
-        for (i, (&column, def)) in meta.columns.iter().zip(schema.columns).enumerate() {
-            let field = format!("{}: {}", def.field, def.rust_type);
-            let expected = self.ddl_type(def.ty, meta.key.contains(&i));
-            let Some(found) = live
-                .columns
+    let key: Vec<&'static str> = meta.key.iter().map(|&k| meta.columns[k]).collect();
+    let key_is_unique = live.unique.iter().any(|cols| {
+        cols.len() == key.len()
+            && key
                 .iter()
-                .find(|c| self.same_column(&c.name, column))
-            else {
-                out.push(Mismatch::MissingColumn {
-                    column,
-                    field,
-                    expected,
-                });
-                continue;
-            };
-            if !self.holds(def.ty, &found.sql_type) {
-                out.push(Mismatch::WrongType {
-                    column,
-                    field: field.clone(),
-                    found: found.sql_type.clone(),
-                    expected,
-                });
-            }
-            if found.nullable && !def.nullable {
-                out.push(Mismatch::Nullable { column, field });
-            }
-        }
-        let key: Vec<&'static str> = meta.key.iter().map(|&k| meta.columns[k]).collect();
-        let key_is_unique = live.unique.iter().any(|cols| {
-            cols.len() == key.len()
-                && key
-                    .iter()
-                    .all(|k| cols.iter().any(|c| self.same_column(c, k)))
-        });
-        if !key_is_unique {
-            out.push(Mismatch::KeyNotUnique { columns: key });
-        }
-        out
+                .all(|k| cols.iter().any(|c| same_column::<B>(c, k)))
+    });
+    if !key_is_unique {
+        out.push(Mismatch::KeyNotUnique { columns: key });
     }
+    out
 }
 
 /// The table's name as written in messages: `schema.table` or `table`.
@@ -464,7 +437,10 @@ impl Db {
         // A future whose type does not name `T`: a record without a
         // `TableSchema` is then one error, at this call, not one per use of
         // the future as well.
-        let sql = self.dialect().create_table(T::META, T::SCHEMA);
+        let sql = on_pool!(self.pool(), |_p, DB| create_table_sql::<DB>(
+            T::META,
+            T::SCHEMA
+        ));
         Box::pin(async move {
             self.execute(&sql).await?;
             Ok(())
@@ -513,8 +489,10 @@ impl Db {
         // As in `create_table`, the future does not name `T`.
         let (meta, schema) = (T::META, T::SCHEMA);
         Box::pin(async move {
-            let live = self.live_table(meta).await?;
-            let mismatches = self.dialect().compare(meta, schema, live.as_ref());
+            let mismatches = on_pool!(self.pool(), |p, DB| {
+                let live = <DB as Backend>::live_table(&p.pool, meta).await?;
+                compare::<DB>(meta, schema, live.as_ref())
+            });
             if mismatches.is_empty() {
                 Ok(())
             } else {
@@ -526,29 +504,7 @@ impl Db {
             }
         })
     }
-
-    /// The live table from the backend's catalog; `None` when it does not
-    /// exist.
-    async fn live_table(&self, meta: &TableMeta) -> Result<Option<LiveTable>> {
-        #[cfg(feature = "sqlite")]
-        if let Some(pool) = self.as_sqlite() {
-            return sqlite::live_table(pool, meta).await;
-        }
-        #[cfg(feature = "mysql")]
-        if let Some(pool) = self.as_mysql() {
-            return mysql::live_table(pool, meta).await;
-        }
-        #[cfg(feature = "postgres")]
-        if let Some(pool) = self.as_postgres() {
-            return postgres::live_table(pool, meta).await;
-        }
-        let _ = meta;
-        Err(Error::Config(format!(
-            "no catalog reader for the {:?} backend",
-            self.dialect()
-        )))
-    }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite", feature = "mysql", feature = "postgres"))]
 mod tests;

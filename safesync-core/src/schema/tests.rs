@@ -1,5 +1,7 @@
-use super::{ColumnDef, ColumnType, LiveColumn, LiveTable, Mismatch, SchemaMeta};
-use crate::backend::Dialect;
+use super::{
+    ColumnDef, ColumnType, LiveColumn, LiveTable, Mismatch, SchemaMeta, compare, create_table_sql,
+};
+use crate::backend::Backend;
 use crate::record::TableMeta;
 
 const META: TableMeta = TableMeta {
@@ -43,19 +45,19 @@ const SCHEMA: SchemaMeta = SchemaMeta {
 #[test]
 fn create_table_uses_each_backends_types_and_a_composite_primary_key() {
     assert_eq!(
-        Dialect::Postgres.create_table(&META, &SCHEMA),
+        create_table_sql::<sqlx::Postgres>(&META, &SCHEMA),
         "CREATE TABLE IF NOT EXISTS \"app\".\"memberships\" (\"org\" TEXT NOT NULL, \
          \"user_id\" BIGINT NOT NULL, \"note\" TEXT NULL, \"version\" INTEGER NOT NULL, \
          PRIMARY KEY (\"org\", \"user_id\"))"
     );
     assert_eq!(
-        Dialect::MySql.create_table(&META, &SCHEMA),
+        create_table_sql::<sqlx::MySql>(&META, &SCHEMA),
         "CREATE TABLE IF NOT EXISTS `app`.`memberships` (`org` VARCHAR(255) NOT NULL, \
          `user_id` BIGINT NOT NULL, `note` LONGTEXT NULL, `version` INT NOT NULL, \
          PRIMARY KEY (`org`, `user_id`)) CHARACTER SET utf8mb4"
     );
     assert_eq!(
-        Dialect::Sqlite.create_table(&META, &SCHEMA),
+        create_table_sql::<sqlx::Sqlite>(&META, &SCHEMA),
         "CREATE TABLE IF NOT EXISTS `app`.`memberships` (`org` TEXT NOT NULL, \
          `user_id` INTEGER NOT NULL, `note` TEXT NULL, `version` INTEGER NOT NULL, \
          PRIMARY KEY (`org`, `user_id`))"
@@ -80,7 +82,7 @@ fn every_mismatch_is_listed_at_once() {
         ],
         unique: vec![vec!["org".into()]],
     };
-    let found = Dialect::MySql.compare(&META, &SCHEMA, Some(&live));
+    let found = compare::<sqlx::MySql>(&META, &SCHEMA, Some(&live));
     assert_eq!(
         found,
         vec![
@@ -110,7 +112,7 @@ fn every_mismatch_is_listed_at_once() {
         ]
     );
     assert_eq!(
-        Dialect::MySql.compare(&META, &SCHEMA, None),
+        compare::<sqlx::MySql>(&META, &SCHEMA, None),
         vec![Mismatch::MissingTable]
     );
 }
@@ -126,16 +128,12 @@ fn a_matching_table_has_no_mismatch_and_postgres_names_are_exact() {
         ],
         unique: vec![vec!["user_id".into(), "org".into()]],
     };
-    assert!(
-        Dialect::Postgres
-            .compare(&META, &SCHEMA, Some(&live))
-            .is_empty()
-    );
+    assert!(compare::<sqlx::Postgres>(&META, &SCHEMA, Some(&live)).is_empty());
     let upper = LiveTable {
         columns: vec![column("ORG", "text", false)],
         unique: vec![],
     };
-    let found = Dialect::Postgres.compare(&META, &SCHEMA, Some(&upper));
+    let found = compare::<sqlx::Postgres>(&META, &SCHEMA, Some(&upper));
     assert!(matches!(
         found[0],
         Mismatch::MissingColumn { column: "org", .. }
@@ -144,27 +142,77 @@ fn a_matching_table_has_no_mismatch_and_postgres_names_are_exact() {
 
 #[test]
 fn a_type_holds_a_field_only_when_sqlx_reads_every_value_back() {
-    use super::{mysql, postgres, sqlite};
-    assert!(sqlite::holds(ColumnType::BigInt, "BIGINT"));
-    assert!(sqlite::holds(ColumnType::Bool, "BOOLEAN"));
-    assert!(!sqlite::holds(ColumnType::BigInt, "TEXT"));
-    assert!(!sqlite::holds(ColumnType::Text, "INTEGER"));
-    assert!(sqlite::holds(ColumnType::Text, "VARCHAR(64)"));
-    assert!(sqlite::holds(ColumnType::Bytes, "BLOB"));
-    assert!(!sqlite::holds(ColumnType::Double, "NUMERIC"));
+    assert!(<sqlx::Sqlite as Backend>::holds(
+        ColumnType::BigInt,
+        "BIGINT"
+    ));
+    assert!(<sqlx::Sqlite as Backend>::holds(
+        ColumnType::Bool,
+        "BOOLEAN"
+    ));
+    assert!(!<sqlx::Sqlite as Backend>::holds(
+        ColumnType::BigInt,
+        "TEXT"
+    ));
+    assert!(!<sqlx::Sqlite as Backend>::holds(
+        ColumnType::Text,
+        "INTEGER"
+    ));
+    assert!(<sqlx::Sqlite as Backend>::holds(
+        ColumnType::Text,
+        "VARCHAR(64)"
+    ));
+    assert!(<sqlx::Sqlite as Backend>::holds(ColumnType::Bytes, "BLOB"));
+    assert!(!<sqlx::Sqlite as Backend>::holds(
+        ColumnType::Double,
+        "NUMERIC"
+    ));
 
-    assert!(mysql::holds(ColumnType::Int, "bigint(20)"));
-    assert!(!mysql::holds(ColumnType::BigInt, "int(11)"));
-    assert!(!mysql::holds(ColumnType::BigInt, "bigint(20) unsigned"));
-    assert!(mysql::holds(ColumnType::Bool, "tinyint(1)"));
-    assert!(!mysql::holds(ColumnType::Double, "float"));
-    assert!(!mysql::holds(ColumnType::BigInt, "varchar(20)"));
-    assert!(mysql::holds(ColumnType::Bytes, "varbinary(255)"));
+    assert!(<sqlx::MySql as Backend>::holds(
+        ColumnType::Int,
+        "bigint(20)"
+    ));
+    assert!(!<sqlx::MySql as Backend>::holds(
+        ColumnType::BigInt,
+        "int(11)"
+    ));
+    assert!(!<sqlx::MySql as Backend>::holds(
+        ColumnType::BigInt,
+        "bigint(20) unsigned"
+    ));
+    assert!(<sqlx::MySql as Backend>::holds(
+        ColumnType::Bool,
+        "tinyint(1)"
+    ));
+    assert!(!<sqlx::MySql as Backend>::holds(
+        ColumnType::Double,
+        "float"
+    ));
+    assert!(!<sqlx::MySql as Backend>::holds(
+        ColumnType::BigInt,
+        "varchar(20)"
+    ));
+    assert!(<sqlx::MySql as Backend>::holds(
+        ColumnType::Bytes,
+        "varbinary(255)"
+    ));
 
-    assert!(postgres::holds(ColumnType::BigInt, "bigint"));
-    assert!(!postgres::holds(ColumnType::Int, "bigint"));
-    assert!(postgres::holds(ColumnType::Text, "character varying(64)"));
-    assert!(!postgres::holds(ColumnType::BigInt, "text"));
+    assert!(<sqlx::Postgres as Backend>::holds(
+        ColumnType::BigInt,
+        "bigint"
+    ));
+    assert!(!<sqlx::Postgres as Backend>::holds(
+        ColumnType::Int,
+        "bigint"
+    ));
+    assert!(<sqlx::Postgres as Backend>::holds(
+        ColumnType::Text,
+        "character varying(64)"
+    ));
+    assert!(!<sqlx::Postgres as Backend>::holds(
+        ColumnType::BigInt,
+        "text"
+    ));
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! `pg_advisory_lock` named locks on dedicated connections, and
 //! `pg_advisory_xact_lock` for transaction-scoped ones.
 
+mod schema;
+
 use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::time::Duration;
@@ -13,11 +15,12 @@ use sqlx::postgres::{PgConnectOptions, PgDatabaseError};
 use sqlx::{Executor as _, PgConnection, Postgres};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{Backend, DbErrorKind, RowLocks, XactLock};
+use super::{Backend, DbErrorKind, Lexical, RowLocks, XactLock};
 use crate::db::{Db, DbOptions};
 use crate::error::Result;
 use crate::lock::{Held, LockSession, SpareConns, advisory_key};
-use crate::record::Record;
+use crate::record::{Record, TableMeta};
+use crate::schema::{ColumnType, LiveTable};
 use crate::tx::Tx;
 
 impl Backend for Postgres {
@@ -229,6 +232,31 @@ impl Backend for Postgres {
         .execute(conn)
         .await?
         .rows_affected())
+    }
+
+    const LEXICAL: Lexical = Lexical {
+        numbered: true,
+        mysql_comments_and_escapes: false,
+        bracket_identifiers: false,
+    };
+    const MAX_PARAMS: usize = 65_535;
+
+    const CASE_SENSITIVE_NAMES: bool = true;
+    const TABLE_OPTIONS: &'static str = "";
+
+    fn ddl_type(ty: ColumnType, _in_key: bool) -> &'static str {
+        schema::ddl_type(ty)
+    }
+
+    fn holds(ty: ColumnType, sql_type: &str) -> bool {
+        schema::holds(ty, sql_type)
+    }
+
+    async fn live_table(
+        pool: &sqlx::Pool<Postgres>,
+        meta: &TableMeta,
+    ) -> Result<Option<LiveTable>> {
+        schema::live_table(pool, meta).await
     }
 }
 

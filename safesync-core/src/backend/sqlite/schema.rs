@@ -1,7 +1,7 @@
 //! SQLite: the DDL types, which declared types hold which fields (by
 //! SQLite's type affinity), and the catalog read through `pragma_table_info`.
 
-use super::ColumnType;
+use crate::schema::ColumnType;
 
 /// The DDL type of a column.
 pub(super) fn ddl_type(ty: ColumnType) -> &'static str {
@@ -58,12 +58,11 @@ pub(super) fn holds(ty: ColumnType, declared: &str) -> bool {
 ///
 /// A column is nullable unless declared `NOT NULL`, or it is the rowid
 /// (`INTEGER PRIMARY KEY`): SQLite lets other primary-key columns hold NULL.
-#[cfg(feature = "sqlite")]
 pub(super) async fn live_table(
     pool: &sqlx::SqlitePool,
     meta: &crate::record::TableMeta,
-) -> crate::error::Result<Option<super::LiveTable>> {
-    use super::{LiveColumn, LiveTable};
+) -> crate::error::Result<Option<crate::schema::LiveTable>> {
+    use crate::schema::{LiveColumn, LiveTable};
 
     let schema = meta.schema.unwrap_or("main");
     let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(

@@ -2,7 +2,7 @@
 //! reads a column back only as its exact type), and the catalog read from
 //! `pg_attribute` and `pg_index`.
 
-use super::ColumnType;
+use crate::schema::ColumnType;
 
 /// The DDL type of a column.
 pub(super) fn ddl_type(ty: ColumnType) -> &'static str {
@@ -39,15 +39,14 @@ pub(super) fn holds(ty: ColumnType, sql_type: &str) -> bool {
 
 /// The live table, found as a query would find it: through `search_path`
 /// unless the record names its schema.
-#[cfg(feature = "postgres")]
 pub(super) async fn live_table(
     pool: &sqlx::PgPool,
     meta: &crate::record::TableMeta,
-) -> crate::error::Result<Option<super::LiveTable>> {
-    use super::{LiveColumn, LiveTable};
+) -> crate::error::Result<Option<crate::schema::LiveTable>> {
+    use crate::schema::{LiveColumn, LiveTable};
 
     let mut name = String::new();
-    crate::Dialect::Postgres.table(&mut name, meta);
+    crate::sql::table::<sqlx::Postgres>(&mut name, meta);
     let oid: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::int8")
         .bind(&name)
         .fetch_one(pool)

@@ -2,6 +2,8 @@
 //! is `BEGIN IMMEDIATE` behind this `Db`'s in-process write gate), file
 //! locks for named locks.
 
+mod schema;
+
 use std::borrow::Cow;
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -12,11 +14,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 use sqlx::{Sqlite, SqliteConnection};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{Backend, DbErrorKind, RowLocks, XactLock};
+use super::{Backend, DbErrorKind, Lexical, RowLocks, XactLock};
 use crate::db::{Db, DbOptions};
 use crate::error::{Error, LockWait, Result};
 use crate::lock::{Held, file};
-use crate::record::Record;
+use crate::record::{Record, TableMeta};
+use crate::schema::{ColumnType, LiveTable};
 use crate::tx::Tx;
 
 const SQLITE_BUSY: i64 = 5;
@@ -176,6 +179,28 @@ impl Backend for Sqlite {
             q = q.bind(stream).bind(group).bind(*id);
         }
         Ok(q.execute(conn).await?.rows_affected())
+    }
+
+    const LEXICAL: Lexical = Lexical {
+        numbered: false,
+        mysql_comments_and_escapes: false,
+        bracket_identifiers: true,
+    };
+    const MAX_PARAMS: usize = 32_766;
+
+    const CASE_SENSITIVE_NAMES: bool = false;
+    const TABLE_OPTIONS: &'static str = "";
+
+    fn ddl_type(ty: ColumnType, _in_key: bool) -> &'static str {
+        schema::ddl_type(ty)
+    }
+
+    fn holds(ty: ColumnType, sql_type: &str) -> bool {
+        schema::holds(ty, sql_type)
+    }
+
+    async fn live_table(pool: &sqlx::Pool<Sqlite>, meta: &TableMeta) -> Result<Option<LiveTable>> {
+        schema::live_table(pool, meta).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! MySQL / MariaDB: the DDL types, which column types hold which fields,
 //! and the catalog read from `information_schema`.
 
-use super::ColumnType;
+use crate::schema::ColumnType;
 
 /// After the column list: text in full Unicode, whatever the server's
 /// default. (Not a binary collation: sqlx reads its text columns as bytes.)
@@ -61,12 +61,11 @@ pub(super) fn holds(ty: ColumnType, column_type: &str) -> bool {
 
 /// The live table from `information_schema` (`COLUMNS`, and `STATISTICS`
 /// for unique indexes, the primary key included).
-#[cfg(feature = "mysql")]
 pub(super) async fn live_table(
     pool: &sqlx::MySqlPool,
     meta: &crate::record::TableMeta,
-) -> crate::error::Result<Option<super::LiveTable>> {
-    use super::{LiveColumn, LiveTable};
+) -> crate::error::Result<Option<crate::schema::LiveTable>> {
+    use crate::schema::{LiveColumn, LiveTable};
 
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR) \

@@ -3,6 +3,8 @@
 //! on dedicated connections, and a plain `INSERT` for the idempotent insert
 //! (MySQL has no conflict target).
 
+mod schema;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -15,11 +17,12 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError};
 use sqlx::{MySql, MySqlConnection};
 use tokio::sync::OwnedMutexGuard;
 
-use super::{Backend, BackendPool, DbErrorKind, Pool, RowLocks, XactLock};
+use super::{Backend, BackendPool, DbErrorKind, Lexical, Pool, RowLocks, XactLock};
 use crate::db::{Db, DbOptions};
 use crate::error::{Error, Result};
 use crate::lock::{Held, LockSession, SpareConns, advisory_key};
-use crate::record::Record;
+use crate::record::{Record, TableMeta};
+use crate::schema::{ColumnType, LiveTable};
 use crate::tx::Tx;
 
 /// `ER_DUP_ENTRY`
@@ -239,6 +242,28 @@ impl Backend for MySql {
             q = q.bind(stream).bind(group).bind(*id);
         }
         Ok(q.execute(conn).await?.rows_affected())
+    }
+
+    const LEXICAL: Lexical = Lexical {
+        numbered: false,
+        mysql_comments_and_escapes: true,
+        bracket_identifiers: false,
+    };
+    const MAX_PARAMS: usize = 65_535;
+
+    const CASE_SENSITIVE_NAMES: bool = false;
+    const TABLE_OPTIONS: &'static str = schema::TABLE_OPTIONS;
+
+    fn ddl_type(ty: ColumnType, in_key: bool) -> &'static str {
+        schema::ddl_type(ty, in_key)
+    }
+
+    fn holds(ty: ColumnType, sql_type: &str) -> bool {
+        schema::holds(ty, sql_type)
+    }
+
+    async fn live_table(pool: &sqlx::Pool<MySql>, meta: &TableMeta) -> Result<Option<LiveTable>> {
+        schema::live_table(pool, meta).await
     }
 }
 
