@@ -46,9 +46,10 @@ use crate::tx::Tx;
 pub enum Dialect {
     /// SQLite 3.
     Sqlite,
-    /// MySQL 8 and MariaDB 10.6+.
+    /// MySQL and MariaDB (tested: MariaDB 10.11; MySQL 8 only by its error
+    /// numbers and messages).
     MySql,
-    /// PostgreSQL 13+.
+    /// PostgreSQL (tested: 15).
     Postgres,
 }
 

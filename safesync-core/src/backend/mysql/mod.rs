@@ -1,4 +1,5 @@
-//! MySQL 8 and MariaDB 10.6+: backticks, `?` placeholders, `FOR UPDATE`
+//! MySQL and MariaDB (tested: MariaDB 10.11; MySQL 8 untested, handled by
+//! its error numbers and messages): backticks, `?` placeholders, `FOR UPDATE`
 //! row locks bounded by `innodb_lock_wait_timeout`, `GET_LOCK` named locks
 //! on dedicated connections, and a plain `INSERT` for the idempotent insert
 //! (MySQL has no conflict target).

@@ -1,4 +1,4 @@
-//! PostgreSQL 13+: double quotes, `$n` placeholders, `FOR UPDATE` row
+//! PostgreSQL (tested: 15): double quotes, `$n` placeholders, `FOR UPDATE` row
 //! locks bounded by a transaction-local `lock_timeout`, session
 //! `pg_advisory_lock` named locks on dedicated connections, and
 //! `pg_advisory_xact_lock` for transaction-scoped ones.
