@@ -4,8 +4,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::sync::OwnedSemaphorePermit;
@@ -174,7 +174,8 @@ async fn process(shared: &Shared, d: Delivery) {
             started = Instant::now();
             // Boxed: the transaction's (large) state is not part of every
             // message task's future, a plain handler's included.
-            Box::pin(transaction(shared, h, body, ledger_id(shared, &d), payload)).await
+            let run = Box::pin(transaction(shared, h, body, &d, payload));
+            bounded(shared, d.handler, run).await
         }
         Body::Plain(body) => {
             let run = match data(h, &d.entry) {
@@ -186,7 +187,7 @@ async fn process(shared: &Shared, d: Delivery) {
                 Err(e) => return undecodable(shared, &d, &not_json(h, &d.entry, &e)).await,
             };
             started = Instant::now();
-            plain(run).await
+            bounded(shared, d.handler, plain(run)).await
         }
     };
     let latency = started.elapsed();
@@ -292,7 +293,13 @@ async fn process_group(shared: &Shared, mut group: Vec<Delivery>) {
     }
     let started = Instant::now();
     let (group, payloads): (Vec<Delivery>, Vec<Decoded>) = ready.into_iter().unzip();
-    match shared_transaction(shared, h, body, &group, payloads).await {
+    let limit = shared.settings[group[0].handler].timeout;
+    let run = shared_transaction(shared, h, body, &group, payloads);
+    let result = match tokio::time::timeout(limit, run).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(limit)),
+    };
+    match result {
         Ok(()) => {
             let latency = started.elapsed();
             for d in group {
@@ -445,65 +452,139 @@ async fn plain(
     }
 }
 
-/// Begin, ledger row, handler, commit.
+/// Why a delivery was cut off by its timeout.
+fn timed_out(limit: Duration) -> String {
+    format!("timed out after {limit:?} (cancelled and rolled back)")
+}
+
+/// Runs a delivery (every attempt of it) within its handler's timeout;
+/// past it, the run is dropped — its transaction rolls back — and the
+/// delivery fails as the handler's own failure.
+async fn bounded(
+    shared: &Shared,
+    handler: usize,
+    run: impl Future<Output = Result<Done, Failure>>,
+) -> Result<Done, Failure> {
+    let limit = shared.settings[handler].timeout;
+    let Ok(result) = tokio::time::timeout(limit, run).await else {
+        Stats::add(&shared.stats.timed_out, 1);
+        return Err(Failure {
+            reason: timed_out(limit),
+            handler: true,
+            outcome: Outcome::Error,
+        });
+    };
+    result
+}
+
+/// How far the last attempt of a delivery got, to word its failure.
+enum Stage {
+    Begin,
+    Ledger,
+    Handler,
+    Panicked(String),
+    Commit,
+}
+
+/// Begin, ledger row, handler, commit — again in a new transaction, under
+/// the handler's retry policy, for what [`Db::retry`](safesync_core::Db::retry)
+/// retries (it runs the attempts: the same decision and back-off).
 async fn transaction(
     shared: &Shared,
     h: &dyn ErasedHandler,
     body: &dyn TxBody,
-    id: &str,
+    d: &Delivery,
     payload: Decoded,
 ) -> Result<Done, Failure> {
-    let db_failure = |what: &str, e: safesync_core::Error| Failure {
+    let id = ledger_id(shared, d);
+    let policy = shared.settings[d.handler].retry;
+    // The first attempt takes the payload decoded already; a retry decodes
+    // it again (the handler consumed the first).
+    let first = std::sync::Mutex::new(Some(payload));
+    let stage = std::sync::Mutex::new(Stage::Begin);
+    let set = |s: Stage| {
+        if let Ok(mut g) = stage.lock() {
+            *g = s;
+        }
+    };
+    let retried = AtomicBool::new(false);
+    let result = shared
+        .db
+        .retry(policy, |tx| {
+            let (first, set, retried) = (&first, &set, &retried);
+            Box::pin(async move {
+                if retried.swap(true, Ordering::Relaxed) {
+                    Stats::add(&shared.stats.retried, 1);
+                }
+                set(Stage::Ledger);
+                if shared.config.ledger {
+                    match ledger::record(tx, h.stream(), h.group(), id).await? {
+                        Recorded::New => {}
+                        Recorded::AlreadyProcessed => {
+                            set(Stage::Commit);
+                            return Ok(Done::Duplicate);
+                        }
+                    }
+                }
+                let payload = match first.lock().ok().and_then(|mut p| p.take()) {
+                    Some(p) => p,
+                    None => decode(h, body, &d.entry).map_err(|reason| {
+                        safesync_core::Error::Decode {
+                            what: format!("entry {} again, for a retry", d.entry.id),
+                            reason,
+                        }
+                    })?,
+                };
+                set(Stage::Handler);
+                match AssertUnwindSafe(body.handle(tx, payload))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(Ok(())) => {
+                        set(Stage::Commit);
+                        Ok(Done::Committed)
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(panic) => {
+                        let message = panic_message(&*panic);
+                        set(Stage::Panicked(message.clone()));
+                        // Not retryable: `retry` returns it at once.
+                        Err(safesync_core::Error::Config(message))
+                    }
+                }
+            })
+        })
+        .await;
+    let e = match result {
+        Ok(done) => {
+            Stats::add(&shared.stats.transactions, 1);
+            return Ok(done);
+        }
+        Err(e) => e,
+    };
+    let db_failure = |what: &str| Failure {
         reason: format!("{what}: {e}"),
         handler: false,
         outcome: Outcome::Error,
     };
-    let mut tx = shared
-        .db
-        .begin()
-        .await
-        .map_err(|e| db_failure("cannot begin a transaction", e))?;
-    if shared.config.ledger {
-        match ledger::record(&mut tx, h.stream(), h.group(), id).await {
-            Ok(Recorded::New) => {}
-            Ok(Recorded::AlreadyProcessed) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| db_failure("cannot commit", e))?;
-                Stats::add(&shared.stats.transactions, 1);
-                return Ok(Done::Duplicate);
-            }
-            Err(e) => return Err(db_failure("cannot write the ledger row", e)),
-        }
-    }
-    let run = AssertUnwindSafe(body.handle(&mut tx, payload))
-        .catch_unwind()
-        .await;
-    let failure = match run {
-        Ok(Ok(())) => {
-            return match tx.commit().await {
-                Ok(()) => {
-                    Stats::add(&shared.stats.transactions, 1);
-                    Ok(Done::Committed)
-                }
-                Err(e) => Err(db_failure("cannot commit", e)),
-            };
-        }
-        Ok(Err(e)) => Failure {
+    let stage = stage
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Err(match stage {
+        Stage::Begin => db_failure("cannot begin a transaction"),
+        Stage::Ledger => db_failure("cannot write the ledger row"),
+        Stage::Commit => db_failure("cannot commit"),
+        Stage::Handler => Failure {
             reason: e.to_string(),
             handler: true,
             outcome: Outcome::Error,
         },
-        Err(panic) => Failure {
-            reason: format!("the handler panicked: {}", panic_message(&*panic)),
+        Stage::Panicked(message) => Failure {
+            reason: format!("the handler panicked: {message}"),
             handler: true,
             outcome: Outcome::Panic,
         },
-    };
-    if let Err(e) = tx.rollback().await {
-        tracing::warn!(error = %e, "rollback after a failed handler failed");
-    }
-    Err(failure)
+    })
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
