@@ -552,6 +552,7 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered() {
         hang_on: HashSet::from([2]),
         ..Behaviour::default()
     });
+    let registry = safesync::prometheus::Registry::new();
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(t.db.clone(), redis_client())
@@ -564,6 +565,7 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered() {
             .claim_idle(Duration::from_millis(600))
             .handler_timeout(Duration::from_millis(200))
             .max_deliveries(2)
+            .metrics(safesync::queue::QueueMetrics::register(&registry).unwrap())
             .run(stop.clone()),
     );
     wait_for(
@@ -587,6 +589,15 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered() {
         dead[0].reason,
         "the handler failed on delivery 2 of at most 2: timed out after 200ms (cancelled and rolled back)"
     );
+    let text = safesync::prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    for (outcome, n) in [("ok", 2), ("timeout", 2)] {
+        let line = format!(
+            r#"safesync_queue_handler_latency_seconds_count{{group="billing",outcome="{outcome}",stream="{stream}"}} {n}"#
+        );
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
     delete_stream(stream).await;
     t.cleanup().await;
 }

@@ -17,8 +17,12 @@ use safesync_core::{Error, Result, RetryPolicy, Tx};
 /// The [`Worker`](crate::Worker) decodes each entry's `data` field (JSON)
 /// into [`Payload`](Handler::Payload), begins a transaction, records the
 /// entry in the ledger, runs [`handle`](Handler::handle), commits, and only
-/// then acknowledges the entry. An `Err` or a panic rolls the transaction
-/// back and leaves the entry pending, so it is delivered again. Delivery is
+/// then acknowledges the entry. A retryable error (a version conflict, a
+/// deadlock, …) is retried at once in a new transaction, under
+/// [`retry_policy`](Handler::retry_policy) or the worker's
+/// [`retry`](crate::Worker::retry); any other `Err`, a panic, a timeout or
+/// retries given up roll the transaction back and leave the entry pending,
+/// so it is delivered again. Delivery is
 /// at least once; the ledger row, committed with the handler's writes,
 /// makes the *effect* on the database exactly once.
 ///

@@ -471,7 +471,7 @@ async fn bounded(
         return Err(Failure {
             reason: timed_out(limit),
             handler: true,
-            outcome: Outcome::Error,
+            outcome: Outcome::Timeout,
         });
     };
     result

@@ -142,9 +142,9 @@ pub struct Summary {
     pub acked: u64,
     /// `XACK`s answered 0: someone else had acknowledged the entry.
     pub already_acked: u64,
-    /// Handler runs that failed (error, panic, or a failed begin, ledger
-    /// write or commit): rolled back (if in a transaction), not
-    /// acknowledged.
+    /// Deliveries that failed (an error the retry policy did not retry or
+    /// gave up on, a panic, a timeout, or a failed begin, ledger write or
+    /// commit): rolled back (if in a transaction), not acknowledged.
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,
@@ -429,6 +429,12 @@ impl Worker {
     /// shared commit; entries delivered again (claimed, or re-read after a
     /// reconnect) are always handled alone. [`PlainHandler`](crate::PlainHandler)s have no
     /// transaction and ignore this setting.
+    ///
+    /// The [`handler_timeout`](Worker::handler_timeout) bounds the shared
+    /// transaction, and then each entry handled alone: a group of `n`
+    /// whose handlers hang may take up to `n + 1` timeouts, so keep
+    /// `n × handler_timeout` below [`claim_idle`](Worker::claim_idle) when
+    /// handlers can be slow.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
