@@ -195,7 +195,7 @@ pub use safesync_core::__private::prometheus;
 ///
 /// Options besides `stream` and `group`:
 ///
-/// - `retry = expr` (a [`RetryPolicy`], evaluated once when the worker
+/// - `retry = expr` (a [`RetryPolicy`], evaluated when the worker
 ///   starts) or `retry = false` ([`RetryPolicy::never()`]): how this
 ///   handler's retryable errors (version conflicts, deadlocks, serialisation
 ///   failures, SQLite busy) are retried in place, each attempt in a new

@@ -413,3 +413,26 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
         #handler_impl
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn timeouts_are_whole_numbers_with_a_unit() {
+        assert_eq!(parse_duration("250ms"), Ok(250));
+        assert_eq!(parse_duration("30s"), Ok(30_000));
+        assert_eq!(parse_duration(" 5m "), Ok(300_000));
+        assert_eq!(parse_duration("1h"), Ok(3_600_000));
+        for bad in ["30", "s", "1.5s", "30 seconds", "-1s", "", "10d"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.contains("timeout = \"30s\""), "{bad}: {err}");
+        }
+        assert!(parse_duration("0ms").unwrap_err().contains("zero"));
+        assert!(
+            parse_duration("99999999999999999h")
+                .unwrap_err()
+                .contains("too long")
+        );
+    }
+}

@@ -88,7 +88,7 @@ pub trait Handler: Send + Sync + 'static {
     /// How this handler's retryable errors are retried within one
     /// delivery; `None` (the default) takes the worker's
     /// [`retry`](crate::Worker::retry). `#[queue_handler(retry = expr)]`
-    /// sets it; `retry = false` is `Some(RetryPolicy::never())`. Read once,
+    /// sets it; `retry = false` is `Some(RetryPolicy::never())`. Read
     /// when the worker starts.
     ///
     /// ```
