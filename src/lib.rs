@@ -207,8 +207,8 @@ pub use safesync_core::__private::prometheus;
 ///   how long one delivery may take, all attempts together; past it the
 ///   handler is cancelled, its transaction rolled back, and the delivery
 ///   fails with "timed out after …". Without it, the worker's
-///   [`Worker::handler_timeout`] (default 30 s, or half of `claim_idle` when
-///   shorter). It must be below `claim_idle`, or [`Worker::run`] fails with
+///   [`Worker::handler_timeout`] (default 30 s, or three quarters of
+///   `claim_idle` when shorter). It must be below `claim_idle`, or [`Worker::run`] fails with
 ///   an [`Error::Config`].
 ///
 /// ```no_run

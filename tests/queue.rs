@@ -454,6 +454,84 @@ async fn without_retries_conflicts_fail_the_delivery() {
     t.cleanup().await;
 }
 
+/// Conflicts on its first call, after closing the worker's pool: the
+/// retry's `BEGIN` then fails for good.
+struct ClosesThePool {
+    stream: &'static str,
+    db: Db,
+    calls: Arc<AtomicU64>,
+}
+
+impl Handler for ClosesThePool {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let db = self.db.clone();
+        // Closing waits for this transaction's connection: not awaited here.
+        tokio::spawn(async move { db.close().await });
+        Box::pin(async {
+            Err(Error::Conflict {
+                table: "orders",
+                key: "1".into(),
+                expected: 0,
+                actual: 1,
+            })
+        })
+    }
+}
+
+/// A retried conflict whose next `BEGIN` fails (the database gone) is a
+/// database failure, not the handler's: even on its last allowed delivery
+/// the entry stays pending instead of moving to the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_begin_that_fails_while_retrying_is_not_the_handlers_failure() {
+    let t = setup_orders(Backend::Sqlite, 1).await;
+    let stream = unique_stream("begin-fails");
+    send_orders(stream, [1]).await;
+    let db = t.other_db().await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(db.clone(), redis_client())
+            .handle(ClosesThePool {
+                stream,
+                db,
+                calls: Arc::clone(&calls),
+            })
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_secs(30))
+            .max_deliveries(1)
+            .run(stop.clone()),
+    );
+    let calls = &calls;
+    wait_for("the handler run", Duration::from_secs(10), || async move {
+        calls.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.failed, s.dead_lettered, s.processed), (1, 0, 0), "{s:?}");
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "no second attempt ran");
+    assert_eq!(dead_letter_count(stream).await, 0);
+    assert_eq!(
+        pending(stream).await,
+        1,
+        "left pending for a later delivery"
+    );
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
 /// A handler that never returns for order 7: cancelled at the timeout,
 /// rolled back, failed like any failure and dead-lettered after
 /// `max_deliveries`, while the other orders flow; a stop during a hung
@@ -737,7 +815,9 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
             .concurrency(2)
             .messages_per_transaction(16)
             .block(Duration::from_millis(100))
-            .claim_idle(Duration::from_millis(300))
+            // The handler timeout (three quarters of this) bounds a group
+            // of 16 on a loaded machine: not much shorter.
+            .claim_idle(Duration::from_secs(1))
             .max_deliveries(2)
             .fail_before_ack_for_tests(3)
             .run(stop.clone()),
@@ -825,7 +905,8 @@ on_every_backend!(
     a_payload_whose_decoding_panics_is_dead_lettered_not_lost,
 );
 
-// SQLite has one write lock: a hung transaction holds up every other.
+// SQLite has one write lock: a hung transaction holds up every other (their
+// deadlines run while they wait for it).
 on_servers!(a_handler_past_its_timeout_is_cancelled_then_dead_lettered);
 
 // --- 2. Poison messages ----------------------------------------------------

@@ -19,8 +19,8 @@ pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(3600);
 /// consumers).
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The handler timeout when none is set: this, or half of `claim_idle`
-/// when that is shorter.
+/// The handler timeout when none is set: this, or three quarters of
+/// `claim_idle` when that is shorter.
 pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The worker's settings, as set; [`Config::check`] says whether they are
@@ -62,10 +62,12 @@ fn in_range<T: PartialOrd + std::fmt::Debug + Copy>(
 
 impl Config {
     /// The timeout of a delivery whose handler sets none: the one set, or
-    /// [`DEFAULT_HANDLER_TIMEOUT`] capped at half of `claim_idle`.
+    /// [`DEFAULT_HANDLER_TIMEOUT`] capped at three quarters of
+    /// `claim_idle`: the rest is the margin for the rollback and the claim
+    /// check, so that the entry is not claimed while it still runs.
     pub(crate) fn handler_timeout(&self) -> Duration {
         self.handler_timeout
-            .unwrap_or_else(|| DEFAULT_HANDLER_TIMEOUT.min(self.claim_idle / 2))
+            .unwrap_or_else(|| DEFAULT_HANDLER_TIMEOUT.min(self.claim_idle / 4 * 3))
     }
 
     /// A handler timeout (`setting`, as the user wrote it) of at least 1 ms
@@ -251,11 +253,11 @@ mod tests {
     }
 
     #[test]
-    fn the_default_handler_timeout_is_30s_or_half_of_claim_idle() {
+    fn the_default_handler_timeout_is_30s_or_three_quarters_of_claim_idle() {
         let mut c = config();
         assert_eq!(c.handler_timeout(), Duration::from_secs(30));
         c.claim_idle = Duration::from_millis(500);
-        assert_eq!(c.handler_timeout(), Duration::from_millis(250));
+        assert_eq!(c.handler_timeout(), Duration::from_millis(375));
         c.check().unwrap();
         c.handler_timeout = Some(Duration::from_millis(100));
         assert_eq!(c.handler_timeout(), Duration::from_millis(100));

@@ -4,7 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
@@ -17,7 +17,7 @@ use crate::entry::Entry;
 use crate::handler::{Body, Decoded, ErasedHandler, PlainBody, TxBody};
 use crate::ledger::{self, Recorded};
 use crate::metrics::{Count, Outcome};
-use crate::worker::{Shared, Stats};
+use crate::worker::{HandlerSettings, Shared, Stats};
 
 /// Most handler errors remembered for dead-letter reasons.
 const MAX_REMEMBERED_ERRORS: usize = 10_000;
@@ -174,8 +174,10 @@ async fn process(shared: &Shared, d: Delivery) {
             started = Instant::now();
             // Boxed: the transaction's (large) state is not part of every
             // message task's future, a plain handler's included.
-            let run = Box::pin(transaction(shared, h, body, &d, payload));
-            bounded(shared, d.handler, run).await
+            // Bounded inside, around the handler, so that a timed-out
+            // transaction is rolled back before the next begins (dropping
+            // it would free SQLite's gate before its connection's rollback).
+            Box::pin(transaction(shared, h, body, &d, payload)).await
         }
         Body::Plain(body) => {
             let run = match data(h, &d.entry) {
@@ -293,13 +295,7 @@ async fn process_group(shared: &Shared, mut group: Vec<Delivery>) {
     }
     let started = Instant::now();
     let (group, payloads): (Vec<Delivery>, Vec<Decoded>) = ready.into_iter().unzip();
-    let limit = shared.settings[group[0].handler].timeout;
-    let run = shared_transaction(shared, h, body, &group, payloads);
-    let result = match tokio::time::timeout(limit, run).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out(limit)),
-    };
-    match result {
+    match shared_transaction(shared, h, body, &group, payloads).await {
         Ok(()) => {
             let latency = started.elapsed();
             for d in group {
@@ -336,14 +332,15 @@ async fn shared_transaction(
             .await
             .map_err(|e| format!("cannot write the ledger rows (one may be there already): {e}"))?;
     }
+    let limit = shared.settings[group[0].handler].timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     for (d, payload) in group.iter().zip(payloads) {
-        let run = AssertUnwindSafe(body.handle(&mut tx, payload))
-            .catch_unwind()
-            .await;
-        let failure = match run {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+        let run = AssertUnwindSafe(body.handle(&mut tx, payload)).catch_unwind();
+        let failure = match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(Ok(()))) => continue,
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(panic)) => format!("the handler panicked: {}", panic_message(&*panic)),
+            Err(_) => timed_out(limit),
         };
         if let Err(e) = tx.rollback().await {
             tracing::warn!(error = %e, "rollback after a failed handler failed");
@@ -481,8 +478,14 @@ async fn bounded(
 enum Stage {
     Begin,
     Ledger,
-    Handler,
+    /// The handler ran; `retryable` when its error was one the policy
+    /// retries (so a failure returned after it came from a later `BEGIN`).
+    Handler {
+        retryable: bool,
+    },
     Panicked(String),
+    /// Past the handler timeout.
+    TimedOut,
     Commit,
 }
 
@@ -497,7 +500,11 @@ async fn transaction(
     payload: Decoded,
 ) -> Result<Done, Failure> {
     let id = ledger_id(shared, d);
-    let policy = shared.settings[d.handler].retry;
+    let HandlerSettings {
+        retry: policy,
+        timeout: limit,
+    } = shared.settings[d.handler];
+    let deadline = tokio::time::Instant::now() + limit;
     // The first attempt takes the payload decoded already; a retry decodes
     // it again (the handler consumed the first).
     let first = std::sync::Mutex::new(Some(payload));
@@ -507,14 +514,19 @@ async fn transaction(
             *g = s;
         }
     };
-    let retried = AtomicBool::new(false);
+    let attempts = AtomicU32::new(0);
     let result = shared
         .db
         .retry(policy, |tx| {
-            let (first, set, retried) = (&first, &set, &retried);
+            let (first, set, attempts) = (&first, &set, &attempts);
             Box::pin(async move {
-                if retried.swap(true, Ordering::Relaxed) {
+                if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
                     Stats::add(&shared.stats.retried, 1);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    // The back-off of a retry ran past the deadline.
+                    set(Stage::TimedOut);
+                    return Err(safesync_core::Error::Config(timed_out(limit)));
                 }
                 set(Stage::Ledger);
                 if shared.config.ledger {
@@ -535,16 +547,26 @@ async fn transaction(
                         }
                     })?,
                 };
-                set(Stage::Handler);
-                match AssertUnwindSafe(body.handle(tx, payload))
-                    .catch_unwind()
-                    .await
-                {
+                set(Stage::Handler { retryable: false });
+                let run = AssertUnwindSafe(body.handle(tx, payload)).catch_unwind();
+                // The handler's future is dropped at the deadline; `retry`
+                // then rolls the transaction back (an error it does not
+                // retry) before another one begins.
+                let Ok(run) = tokio::time::timeout_at(deadline, run).await else {
+                    set(Stage::TimedOut);
+                    return Err(safesync_core::Error::Config(timed_out(limit)));
+                };
+                match run {
                     Ok(Ok(())) => {
                         set(Stage::Commit);
                         Ok(Done::Committed)
                     }
-                    Ok(Err(e)) => Err(e),
+                    Ok(Err(e)) => {
+                        set(Stage::Handler {
+                            retryable: policy.retries(&e),
+                        });
+                        Err(e)
+                    }
                     Err(panic) => {
                         let message = panic_message(&*panic);
                         set(Stage::Panicked(message.clone()));
@@ -562,29 +584,58 @@ async fn transaction(
         }
         Err(e) => e,
     };
+    let stage = stage
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if matches!(stage, Stage::TimedOut) {
+        Stats::add(&shared.stats.timed_out, 1);
+        return Err(Failure {
+            reason: timed_out(limit),
+            handler: true,
+            outcome: Outcome::Timeout,
+        });
+    }
+    Err(worded(&e, stage, attempts.into_inner()))
+}
+
+/// The failure of a delivery whose last error is `e`, from how far its
+/// last attempt got (`stage`) and how many attempts ran (`ran`).
+fn worded(e: &safesync_core::Error, mut stage: Stage, ran: u32) -> Failure {
     let db_failure = |what: &str| Failure {
         reason: format!("{what}: {e}"),
         handler: false,
         outcome: Outcome::Error,
     };
-    let stage = stage
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    Err(match stage {
+    // The error came from a `BEGIN` after the last attempt that ran: the
+    // attempts `retry` counted outnumber those that ran, or the handler's
+    // error was retried and the next `BEGIN` failed for good.
+    let begin_failed = match e {
+        safesync_core::Error::RetriesExhausted { attempts, .. } => *attempts > ran,
+        _ => matches!(stage, Stage::Handler { retryable: true }),
+    };
+    if begin_failed {
+        stage = Stage::Begin;
+    }
+    match stage {
         Stage::Begin => db_failure("cannot begin a transaction"),
         Stage::Ledger => db_failure("cannot write the ledger row"),
         Stage::Commit => db_failure("cannot commit"),
-        Stage::Handler => Failure {
+        Stage::Handler { .. } => Failure {
             reason: e.to_string(),
             handler: true,
             outcome: Outcome::Error,
+        },
+        Stage::TimedOut => Failure {
+            reason: e.to_string(),
+            handler: true,
+            outcome: Outcome::Timeout,
         },
         Stage::Panicked(message) => Failure {
             reason: format!("the handler panicked: {message}"),
             handler: true,
             outcome: Outcome::Panic,
         },
-    })
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -296,8 +296,8 @@ impl Worker {
     /// A worker on `db` and `redis` with no handlers yet, and defaults:
     /// concurrency 1, batch 16, block 5 s, claim idle 60 s, at most 5
     /// deliveries, drain timeout 30 s, ledger on, retries in place under
-    /// [`RetryPolicy::default()`], handler timeout 30 s (or half of
-    /// `claim_idle` when shorter), consumer name `<host>-<pid>-<n>`.
+    /// [`RetryPolicy::default()`], handler timeout 30 s (or three
+    /// quarters of `claim_idle` when shorter), consumer name `<host>-<pid>-<n>`.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -509,17 +509,21 @@ impl Worker {
         self
     }
 
-    /// How long one delivery may take: all its attempts (see
-    /// [`retry`](Worker::retry)) and the back-off between them, from the
-    /// first `BEGIN` to the commit — or a
-    /// [`PlainHandler`](crate::PlainHandler)'s run. Past it, the handler is
-    /// cancelled (its future dropped at its next `.await`), the transaction
-    /// rolled back, and the delivery fails with the reason "timed out after
-    /// …": the entry stays pending, is delivered again after
+    /// How long one delivery may take: a deadline from its start over the
+    /// handler's runs in all its attempts (see [`retry`](Worker::retry))
+    /// and the back-off between them — or a
+    /// [`PlainHandler`](crate::PlainHandler)'s run. (`BEGIN`, the ledger
+    /// write and `COMMIT` are bounded by the database's own timeouts.)
+    /// Past it, the handler is cancelled (its future dropped at its next
+    /// `.await`), the transaction rolled back — before another begins —
+    /// and the delivery fails with the reason "timed out after …": the
+    /// entry stays pending, is delivered again after
     /// [`claim_idle`](Worker::claim_idle) and dead-lettered after
     /// [`max_deliveries`](Worker::max_deliveries), like any failure.
     ///
-    /// Default: 30 s, or half of `claim_idle` when that is shorter. It
+    /// Default: 30 s, or three quarters of `claim_idle` when that is
+    /// shorter (the last quarter is the margin for the rollback and the
+    /// claim check). It
     /// bounds the whole delivery, not one attempt, so that a delivery never
     /// outlives `claim_idle` and no second consumer claims an entry still
     /// being handled: a timeout set here, or by a handler
