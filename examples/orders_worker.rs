@@ -35,8 +35,11 @@ struct OrderPlaced {
 }
 
 /// Bills one order: locks its row, marks it billed. Runs inside the worker's
-/// transaction; the entry is acknowledged only after the commit.
-#[queue_handler(stream = "example:orders", group = "billing")]
+/// transaction; the entry is acknowledged only after the commit. A deadlock
+/// or busy database is retried at once in a new transaction (the worker's
+/// default `RetryPolicy`); a delivery taking over 10 s is cancelled, rolled
+/// back and delivered again after `claim_idle` (60 s).
+#[queue_handler(stream = "example:orders", group = "billing", timeout = "10s")]
 async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
     let mut order = Order::lock(tx, &msg.order_id)
         .await?

@@ -195,10 +195,57 @@ pub use safesync_core::__private::prometheus;
 ///   idempotent itself. A handler that writes to the database should take
 ///   the `tx`.
 ///
+/// Options besides `stream` and `group`:
+///
+/// - `retry = expr` (a [`RetryPolicy`], evaluated when the worker
+///   starts) or `retry = false` ([`RetryPolicy::never()`]): how this
+///   handler's retryable errors (version conflicts, deadlocks, serialisation
+///   failures, SQLite busy) are retried in place, each attempt in a new
+///   transaction with a new ledger row. Without it, the worker's
+///   [`Worker::retry`] (default [`RetryPolicy::default()`]). Only for
+///   handlers with `tx`: a plain handler has no transaction to run again.
+/// - `timeout = "30s"` (a whole number with `ms`, `s`, `m` or `h`, read at
+///   compile time) or `timeout = expr` (a [`Duration`](std::time::Duration)):
+///   how long one delivery may take, all attempts together; past it the
+///   handler is cancelled, its transaction rolled back, and the delivery
+///   fails with "timed out after …". Without it, the worker's
+///   [`Worker::handler_timeout`] (default 30 s, or three quarters of
+///   `claim_idle` when shorter). It must be below `claim_idle`, or [`Worker::run`] fails with
+///   an [`Error::Config`].
+///
+/// ```no_run
+/// # use safesync::prelude::*;
+/// # use safesync::queue_handler;
+/// # #[derive(serde::Serialize, serde::Deserialize)]
+/// # struct OrderPlaced { order_id: i64 }
+/// fn patient() -> RetryPolicy {
+///     RetryPolicy::default().max_attempts(30)
+/// }
+///
+/// #[queue_handler(stream = "orders", group = "stock", retry = patient(), timeout = "10s")]
+/// async fn reserve(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
+///     tx.execute_with("UPDATE stock SET reserved = reserved + 1 WHERE order_id = ?", (msg.order_id,))
+///         .await?;
+///     Ok(())
+/// }
+///
+/// /// Once, no retries in place: a failure waits for `claim_idle`.
+/// #[queue_handler(stream = "orders", group = "audit", retry = false)]
+/// async fn audit(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
+///     tx.execute_with("INSERT INTO audit (order_id) VALUES (?)", (msg.order_id,))
+///         .await?;
+///     Ok(())
+/// }
+/// # let _ = (reserve, audit);
+/// ```
+///
 /// Rejected at compile time: a non-async fn, other arguments than
 /// `(tx: &mut Tx<'_>, msg: T)` or `(msg: T)`, a payload taken by reference
 /// or not serde-serializable, a missing or empty `stream`, an unknown
-/// option — and sending anything but `T` to the stream.
+/// option, `retry` on a plain handler or `retry = true`, a `timeout` that
+/// is not a whole number with a unit (or is zero) or not a `Duration`, a
+/// `retry` that is not a `RetryPolicy` — and sending anything but `T` to the
+/// stream.
 #[cfg(feature = "queue")]
 pub use safesync_macros::queue_handler;
 /// The queue (feature `queue`): typed streams, handlers and the worker

@@ -120,6 +120,9 @@ struct Behaviour {
     fail_first: HashMap<i64, u64>,
     /// Orders whose handler always panics.
     panic_on: HashSet<i64>,
+    /// Orders whose handler never returns (after writing, for a
+    /// transactional handler).
+    hang_on: HashSet<i64>,
     /// Pause inside the handler.
     delay: Option<Duration>,
     /// Handler calls by order id.
@@ -153,6 +156,9 @@ async fn bill(tx: &mut Tx<'_>, msg: OrderPlaced, b: &Behaviour) -> Result<(), Er
     order.status = "processed".into();
     order.hits += 1;
     order.update(tx).await?;
+    if b.hang_on.contains(&msg.order_id) {
+        std::future::pending::<()>().await;
+    }
     if b.panic_on.contains(&msg.order_id) {
         panic!("order {} makes the handler panic", msg.order_id);
     }
@@ -304,6 +310,377 @@ async fn every_order_is_processed_exactly_once_by_concurrent_workers(backend: Ba
     t.cleanup().await;
 }
 
+// --- Retries in place and the handler timeout -------------------------------
+
+/// Adds one to the `hits` of order `order_id % 3 + 1`, the way a new user
+/// writes it: `find`, then a versioned `update` (no lock), so concurrent
+/// handlers of one order conflict.
+struct Tally {
+    stream: &'static str,
+    retry: Option<RetryPolicy>,
+}
+
+impl Handler for Tally {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle<'t>(
+        &'t self,
+        tx: &'t mut Tx<'_>,
+        msg: OrderPlaced,
+    ) -> BoxFuture<'t, Result<(), Error>> {
+        Box::pin(async move {
+            let id = msg.order_id % 3 + 1;
+            let mut order = Order::find(tx, &id).await?.ok_or_else(Error::not_found)?;
+            order.hits += 1;
+            order.update(tx).await
+        })
+    }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.retry
+    }
+}
+
+/// 500 messages on 3 rows, 8 in flight: the version conflicts are retried
+/// at once, in new transactions, not left to wait `claim_idle`.
+async fn version_conflicts_are_retried_in_place_not_after_claim_idle(backend: Backend) {
+    const M: i64 = 500;
+    let t = setup_orders(backend, 3).await;
+    let stream = unique_stream("conflicts");
+    send_orders(stream, 1..=M).await;
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Tally {
+                stream,
+                retry: None,
+            })
+            .concurrency(8)
+            .block(Duration::from_millis(200))
+            .claim_idle(Duration::from_secs(30))
+            .run(stop.clone()),
+    );
+    let expected: HashMap<i64, i64> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                (1..=M).filter(|m| m % 3 + 1 == id).map(|_| 1).sum::<i64>(),
+            )
+        })
+        .collect();
+    let db = &t.db;
+    let hits = || async move {
+        orders(db)
+            .await
+            .into_iter()
+            .map(|(id, (_, hits))| (id, hits))
+            .collect::<HashMap<_, _>>()
+    };
+    // A third of `claim_idle`: nothing waits for a claim (about 1–2 s
+    // here).
+    wait_for(
+        "every message counted",
+        Duration::from_secs(10),
+        || async move { hits().await.values().sum::<i64>() == M && pending(stream).await == 0 },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(hits().await, expected, "{s:?}");
+    assert_eq!(
+        (s.processed, s.failed, s.claimed, s.acked),
+        (500, 0, 0, 500),
+        "{s:?}"
+    );
+    if backend != Backend::Sqlite {
+        // SQLite runs one write transaction at a time: nothing conflicts.
+        assert!(s.retried > 0, "conflicts happened and were retried: {s:?}");
+    }
+    eprintln!("{backend:?}: 500 messages in {elapsed:?}, {s:?}");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+/// `retry = false`, or its hand-written form: the conflicts fail the
+/// delivery at once and wait for a claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_retries_conflicts_fail_the_delivery() {
+    const M: i64 = 100;
+    let t = setup_orders(Backend::Postgres, 3).await;
+    let stream = unique_stream("no-retry");
+    send_orders(stream, 1..=M).await;
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Tally {
+                stream,
+                retry: Some(RetryPolicy::never()),
+            })
+            .concurrency(8)
+            .block(Duration::from_millis(200))
+            .claim_idle(Duration::from_secs(30))
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for(
+        "every message handled once",
+        Duration::from_secs(20),
+        || async move {
+            let o = orders(db).await;
+            let hits: i64 = o.values().map(|(_, h)| h).sum();
+            // Before the worker has created its group, there is no health.
+            let Ok(h) = safesync::queue::health(&redis_client(), stream, "billing").await else {
+                return false;
+            };
+            hits + i64::try_from(h.pending).unwrap() == M
+        },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert!(s.failed > 0, "conflicts failed deliveries: {s:?}");
+    assert_eq!(s.retried, 0, "{s:?}");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+/// Conflicts on its first call, after closing the worker's pool: the
+/// retry's `BEGIN` then fails for good.
+struct ClosesThePool {
+    stream: &'static str,
+    db: Db,
+    calls: Arc<AtomicU64>,
+}
+
+impl Handler for ClosesThePool {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.stream
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: OrderPlaced) -> BoxFuture<'t, Result<(), Error>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let db = self.db.clone();
+        // Closing waits for this transaction's connection: not awaited here.
+        tokio::spawn(async move { db.close().await });
+        Box::pin(async {
+            Err(Error::Conflict {
+                table: "orders",
+                key: "1".into(),
+                expected: 0,
+                actual: 1,
+            })
+        })
+    }
+}
+
+/// A retried conflict whose next `BEGIN` fails (the database gone) is a
+/// database failure, not the handler's: even on its last allowed delivery
+/// the entry stays pending instead of moving to the dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_begin_that_fails_while_retrying_is_not_the_handlers_failure() {
+    let t = setup_orders(Backend::Sqlite, 1).await;
+    let stream = unique_stream("begin-fails");
+    send_orders(stream, [1]).await;
+    let db = t.other_db().await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(db.clone(), redis_client())
+            .handle(ClosesThePool {
+                stream,
+                db,
+                calls: Arc::clone(&calls),
+            })
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_secs(30))
+            .max_deliveries(1)
+            .run(stop.clone()),
+    );
+    let calls = &calls;
+    wait_for("the handler run", Duration::from_secs(10), || async move {
+        calls.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.failed, s.dead_lettered, s.processed), (1, 0, 0), "{s:?}");
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "no second attempt ran");
+    assert_eq!(dead_letter_count(stream).await, 0);
+    assert_eq!(
+        pending(stream).await,
+        1,
+        "left pending for a later delivery"
+    );
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+/// A handler that never returns for order 7: cancelled at the timeout,
+/// rolled back, failed like any failure and dead-lettered after
+/// `max_deliveries`, while the other orders flow; a stop during a hung
+/// handler waits for its timeout only.
+async fn a_handler_past_its_timeout_is_cancelled_then_dead_lettered(backend: Backend) {
+    const M: i64 = 40;
+    let t = setup_orders(backend, M).await;
+    let stream = unique_stream("timeout");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour {
+        hang_on: HashSet::from([7]),
+        ..Behaviour::default()
+    });
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .concurrency(4)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(800))
+            .handler_timeout(Duration::from_millis(400))
+            .drain_timeout(Duration::from_secs(30))
+            .max_deliveries(3)
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    // The others do not wait for the hung one.
+    wait_for(
+        "every other order processed",
+        Duration::from_secs(3),
+        || async move { processed_count(db).await == usize::try_from(M - 1).unwrap() },
+    )
+    .await;
+    wait_for(
+        "order 7 dead-lettered",
+        Duration::from_secs(20),
+        || async move { dead_letter_count(stream).await == 1 && pending(stream).await == 0 },
+    )
+    .await;
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!(dead[0].data(), Some(&br#"{"order_id":7}"#[..]));
+    assert_eq!(dead[0].deliveries, 3);
+    assert_eq!(
+        dead[0].reason,
+        "the handler failed on delivery 3 of at most 3: timed out after 400ms (cancelled and rolled back)"
+    );
+    let o = orders(&t.db).await;
+    assert_eq!(o[&7], ("new".to_owned(), 0), "its writes were rolled back");
+
+    // Hung again, then stopped: the stop waits for the timeout, not the
+    // 30 s drain.
+    send_orders(stream, [7]).await;
+    let calls = || behaviour.calls.lock().unwrap().get(&7).copied();
+    wait_for(
+        "order 7 running again",
+        Duration::from_secs(5),
+        || async move { calls() == Some(4) },
+    )
+    .await;
+    let stopping = Instant::now();
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(2),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        (
+            s.processed,
+            s.failed,
+            s.timed_out,
+            s.dead_lettered,
+            s.abandoned
+        ),
+        (u64::try_from(M - 1).unwrap(), 4, 4, 1, 0),
+        "{s:?}"
+    );
+    for (id, (status, hits)) in orders(&t.db).await {
+        if id != 7 {
+            assert_eq!((status.as_str(), hits), ("processed", 1), "order {id}");
+        }
+    }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
+/// A plain handler (no transaction) is bounded by the timeout too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plain_handler_past_its_timeout_is_dead_lettered() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let stream = unique_stream("plain-timeout");
+    send_orders(stream, [1, 2, 3]).await;
+    let behaviour = Arc::new(Behaviour {
+        hang_on: HashSet::from([2]),
+        ..Behaviour::default()
+    });
+    let registry = safesync::prometheus::Registry::new();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Plain {
+                stream,
+                behaviour: Arc::clone(&behaviour),
+            })
+            .concurrency(2)
+            .block(Duration::from_millis(100))
+            .claim_idle(Duration::from_millis(600))
+            .handler_timeout(Duration::from_millis(200))
+            .max_deliveries(2)
+            .metrics(safesync::queue::QueueMetrics::register(&registry).unwrap())
+            .run(stop.clone()),
+    );
+    wait_for(
+        "one dead letter and nothing pending",
+        Duration::from_secs(15),
+        || async move { dead_letter_count(stream).await == 1 && pending(stream).await == 0 },
+    )
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!(
+        (s.processed, s.failed, s.timed_out, s.dead_lettered),
+        (2, 2, 2, 1),
+        "{s:?}"
+    );
+    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
+        .await
+        .unwrap();
+    assert_eq!(dead[0].data(), Some(&br#"{"order_id":2}"#[..]));
+    assert_eq!(
+        dead[0].reason,
+        "the handler failed on delivery 2 of at most 2: timed out after 200ms (cancelled and rolled back)"
+    );
+    let text = safesync::prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap();
+    for (outcome, n) in [("ok", 2), ("timeout", 2)] {
+        let line = format!(
+            r#"safesync_queue_handler_latency_seconds_count{{group="billing",outcome="{outcome}",stream="{stream}"}} {n}"#
+        );
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
 // --- 4. Commit without ack: the ledger makes the effect happen once --------
 
 async fn a_commit_whose_ack_was_lost_takes_effect_once(backend: Backend) {
@@ -438,7 +815,9 @@ async fn shared_transactions_apply_each_entry_once_and_fall_back_on_failure(back
             .concurrency(2)
             .messages_per_transaction(16)
             .block(Duration::from_millis(100))
-            .claim_idle(Duration::from_millis(300))
+            // The handler timeout (three quarters of this) bounds a group
+            // of 16 on a loaded machine: not much shorter.
+            .claim_idle(Duration::from_secs(1))
             .max_deliveries(2)
             .fail_before_ack_for_tests(3)
             .run(stop.clone()),
@@ -517,6 +896,7 @@ async fn prune_ledger_deletes_only_rows_older_than_the_age_given(backend: Backen
 }
 
 on_every_backend!(
+    version_conflicts_are_retried_in_place_not_after_claim_idle,
     prune_ledger_deletes_only_rows_older_than_the_age_given,
     every_order_is_processed_exactly_once_by_concurrent_workers,
     a_commit_whose_ack_was_lost_takes_effect_once,
@@ -524,6 +904,10 @@ on_every_backend!(
     a_replayed_dead_letter_reaches_only_the_group_that_failed,
     a_payload_whose_decoding_panics_is_dead_lettered_not_lost,
 );
+
+// SQLite has one write lock: a hung transaction holds up every other (their
+// deadlines run while they wait for it).
+on_servers!(a_handler_past_its_timeout_is_cancelled_then_dead_lettered);
 
 // --- 2. Poison messages ----------------------------------------------------
 
@@ -1288,6 +1672,9 @@ impl safesync::PlainHandler for Plain {
                 *n
             };
             b.total.fetch_add(1, Ordering::Relaxed);
+            if b.hang_on.contains(&msg.order_id) {
+                std::future::pending::<()>().await;
+            }
             if b.panic_on.contains(&msg.order_id) {
                 panic!("order {} makes the handler panic", msg.order_id);
             }
@@ -1885,7 +2272,17 @@ async fn settings_out_of_range_are_config_errors_naming_them() {
             behaviour: Arc::clone(&behaviour),
         })
     };
-    let cases: [(Worker, &str); 5] = [
+    let cases: [(Worker, &str); 7] = [
+        (
+            worker().handler_timeout(Duration::from_secs(60)),
+            "`Worker::handler_timeout` is 60s; allowed: 1ms to below `Worker::claim_idle` (60s)",
+        ),
+        (
+            Worker::new(db.clone(), redis_client())
+                .handle(SlowPlain(stream))
+                .claim_idle(Duration::from_secs(10)),
+            "the timeout of the handler of",
+        ),
         (worker().block(Duration::MAX), "`Worker::block` is"),
         (
             worker().concurrency(usize::MAX),
@@ -1917,6 +2314,29 @@ async fn settings_out_of_range_are_config_errors_naming_them() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
     delete_stream(stream).await;
+}
+
+/// A plain handler whose own timeout is 10 s.
+struct SlowPlain(&'static str);
+
+impl safesync::PlainHandler for SlowPlain {
+    type Payload = OrderPlaced;
+
+    fn stream(&self) -> &'static str {
+        self.0
+    }
+
+    fn group(&self) -> &'static str {
+        "billing"
+    }
+
+    fn handle(&self, _msg: OrderPlaced) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(10))
+    }
 }
 
 /// A payload type whose `Deserialize` panics on negative numbers.

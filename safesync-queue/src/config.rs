@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use safesync_core::{Error, Result};
+use safesync_core::{Error, Result, RetryPolicy};
 
 /// Most handlers running at once (the semaphore's own limit is far above).
 pub(crate) const MAX_CONCURRENCY: usize = 100_000;
@@ -18,6 +18,10 @@ pub(crate) const MAX_BLOCK: Duration = Duration::from_secs(3600);
 /// Longest of the other durations (claim idle, drain, housekeeping, idle
 /// consumers).
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The handler timeout when none is set: this, or three quarters of
+/// `claim_idle` when that is shorter.
+pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The worker's settings, as set; [`Config::check`] says whether they are
 /// usable.
@@ -35,6 +39,10 @@ pub(crate) struct Config {
     pub(crate) ledger: bool,
     pub(crate) housekeeping_every: Duration,
     pub(crate) remove_idle_consumers: Option<Duration>,
+    /// How handlers' retryable errors are retried within a delivery.
+    pub(crate) retry: RetryPolicy,
+    /// `Worker::handler_timeout`, when set; see [`Config::handler_timeout`].
+    pub(crate) handler_timeout: Option<Duration>,
 }
 
 /// `Err` naming `setting` and its range unless `min <= value <= max`.
@@ -53,6 +61,30 @@ fn in_range<T: PartialOrd + std::fmt::Debug + Copy>(
 }
 
 impl Config {
+    /// The timeout of a delivery whose handler sets none: the one set, or
+    /// [`DEFAULT_HANDLER_TIMEOUT`] capped at three quarters of
+    /// `claim_idle`: the rest is the margin for the rollback and the claim
+    /// check, so that the entry is not claimed while it still runs.
+    pub(crate) fn handler_timeout(&self) -> Duration {
+        self.handler_timeout
+            .unwrap_or_else(|| DEFAULT_HANDLER_TIMEOUT.min(self.claim_idle / 4 * 3))
+    }
+
+    /// A handler timeout (`setting`, as the user wrote it) of at least 1 ms
+    /// and below `claim_idle`: a delivery must end before its entry can be
+    /// claimed by another consumer while it still runs.
+    pub(crate) fn check_timeout(&self, setting: &str, timeout: Duration) -> Result<()> {
+        let ms = Duration::from_millis(1);
+        if timeout >= ms && timeout < self.claim_idle {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "{setting} is {timeout:?}; allowed: {ms:?} to below `Worker::claim_idle` ({:?}), \
+             so that a delivery ends before its entry can be claimed again",
+            self.claim_idle
+        )))
+    }
+
     /// Every setting within its range; the first one out of it is an
     /// [`Error::Config`] naming it and the range.
     pub(crate) fn check(&self) -> Result<()> {
@@ -101,6 +133,9 @@ impl Config {
         if let Some(idle) = self.remove_idle_consumers {
             in_range("remove_idle_consumers_after", idle, ms, MAX_DURATION)?;
         }
+        if let Some(timeout) = self.handler_timeout {
+            self.check_timeout("`Worker::handler_timeout`", timeout)?;
+        }
         Ok(())
     }
 }
@@ -123,6 +158,8 @@ mod tests {
             ledger: true,
             housekeeping_every: Duration::from_secs(15),
             remove_idle_consumers: None,
+            retry: RetryPolicy::default(),
+            handler_timeout: None,
         }
     }
 
@@ -198,5 +235,31 @@ mod tests {
         }
         assert!(error(|c| c.housekeeping_every = Duration::ZERO).contains("housekeeping_every"));
         assert!(error(|c| c.consumer.clear()).contains("consumer_name"));
+    }
+
+    #[test]
+    fn a_handler_timeout_must_stay_below_claim_idle() {
+        let err = error(|c| c.handler_timeout = Some(Duration::from_secs(60)));
+        assert!(
+            err.contains(
+                "`Worker::handler_timeout` is 60s; allowed: 1ms to below `Worker::claim_idle` (60s)"
+            ),
+            "{err}"
+        );
+        assert!(error(|c| c.handler_timeout = Some(Duration::ZERO)).contains("handler_timeout"));
+        let mut c = config();
+        c.handler_timeout = Some(Duration::from_millis(59_999));
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn the_default_handler_timeout_is_30s_or_three_quarters_of_claim_idle() {
+        let mut c = config();
+        assert_eq!(c.handler_timeout(), Duration::from_secs(30));
+        c.claim_idle = Duration::from_millis(500);
+        assert_eq!(c.handler_timeout(), Duration::from_millis(375));
+        c.check().unwrap();
+        c.handler_timeout = Some(Duration::from_millis(100));
+        assert_eq!(c.handler_timeout(), Duration::from_millis(100));
     }
 }

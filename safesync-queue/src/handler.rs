@@ -4,9 +4,10 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_core::future::BoxFuture;
-use safesync_core::{Error, Result, Tx};
+use safesync_core::{Error, Result, RetryPolicy, Tx};
 
 /// A typed message handler that runs in a database transaction: what
 /// `#[queue_handler]` generates for an
@@ -16,8 +17,12 @@ use safesync_core::{Error, Result, Tx};
 /// The [`Worker`](crate::Worker) decodes each entry's `data` field (JSON)
 /// into [`Payload`](Handler::Payload), begins a transaction, records the
 /// entry in the ledger, runs [`handle`](Handler::handle), commits, and only
-/// then acknowledges the entry. An `Err` or a panic rolls the transaction
-/// back and leaves the entry pending, so it is delivered again. Delivery is
+/// then acknowledges the entry. A retryable error (a version conflict, a
+/// deadlock, …) is retried at once in a new transaction, under
+/// [`retry_policy`](Handler::retry_policy) or the worker's
+/// [`retry`](crate::Worker::retry); any other `Err`, a panic, a timeout or
+/// retries given up roll the transaction back and leave the entry pending,
+/// so it is delivered again. Delivery is
 /// at least once; the ledger row, committed with the handler's writes,
 /// makes the *effect* on the database exactly once.
 ///
@@ -79,6 +84,60 @@ pub trait Handler: Send + Sync + 'static {
         tx: &'t mut Tx<'_>,
         msg: Self::Payload,
     ) -> BoxFuture<'t, Result<(), Error>>;
+
+    /// How this handler's retryable errors are retried within one
+    /// delivery; `None` (the default) takes the worker's
+    /// [`retry`](crate::Worker::retry). `#[queue_handler(retry = expr)]`
+    /// sets it; `retry = false` is `Some(RetryPolicy::never())`. Read
+    /// when the worker starts.
+    ///
+    /// ```
+    /// # use safesync_core::{Error, RetryPolicy, Tx};
+    /// # use safesync_queue::{Handler, __private::BoxFuture};
+    /// # struct Bill;
+    /// impl Handler for Bill {
+    ///     // …
+    /// #   type Payload = i64;
+    /// #   fn stream(&self) -> &'static str { "orders" }
+    /// #   fn group(&self) -> &'static str { "billing" }
+    /// #   fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    ///     fn retry_policy(&self) -> Option<RetryPolicy> {
+    ///         Some(RetryPolicy::default().max_attempts(20))
+    ///     }
+    /// }
+    /// # assert_eq!(Bill.retry_policy().unwrap().attempts(), 20);
+    /// ```
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        None
+    }
+
+    /// How long one delivery of this handler may take, all its attempts
+    /// together; `None` (the default) takes the worker's
+    /// [`handler_timeout`](crate::Worker::handler_timeout).
+    /// `#[queue_handler(timeout = "10s")]` sets it. Must be below
+    /// [`claim_idle`](crate::Worker::claim_idle), or
+    /// [`run`](crate::Worker::run) fails with [`Error::Config`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use safesync_core::{Error, Tx};
+    /// # use safesync_queue::{Handler, __private::BoxFuture};
+    /// # struct Bill;
+    /// impl Handler for Bill {
+    ///     // …
+    /// #   type Payload = i64;
+    /// #   fn stream(&self) -> &'static str { "orders" }
+    /// #   fn group(&self) -> &'static str { "billing" }
+    /// #   fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    ///     fn timeout(&self) -> Option<Duration> {
+    ///         Some(Duration::from_secs(10))
+    ///     }
+    /// }
+    /// # assert_eq!(Bill.timeout(), Some(Duration::from_secs(10)));
+    /// ```
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A typed message handler that runs **without** a database transaction:
@@ -153,6 +212,34 @@ pub trait PlainHandler: Send + Sync + 'static {
     /// `Ok` acknowledges the entry; `Err` or a panic leaves it pending for
     /// another delivery. Must be idempotent: see the trait's documentation.
     fn handle(&self, msg: Self::Payload) -> BoxFuture<'_, Result<(), Error>>;
+
+    /// How long one run of this handler may take; `None` (the default)
+    /// takes the worker's [`handler_timeout`](crate::Worker::handler_timeout).
+    /// `#[queue_handler(timeout = "10s")]` sets it. Must be below
+    /// [`claim_idle`](crate::Worker::claim_idle), or
+    /// [`run`](crate::Worker::run) fails with [`Error::Config`]. (A plain
+    /// handler has no retries in place: it has no transaction to run again.)
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use safesync_core::Error;
+    /// # use safesync_queue::{PlainHandler, __private::BoxFuture};
+    /// # struct Notify;
+    /// impl PlainHandler for Notify {
+    ///     // …
+    /// #   type Payload = i64;
+    /// #   fn stream(&self) -> &'static str { "orders" }
+    /// #   fn group(&self) -> &'static str { "mailer" }
+    /// #   fn handle(&self, _: i64) -> BoxFuture<'_, Result<(), Error>> { Box::pin(async { Ok(()) }) }
+    ///     fn timeout(&self) -> Option<Duration> {
+    ///         Some(Duration::from_secs(5))
+    ///     }
+    /// }
+    /// # assert_eq!(Notify.timeout(), Some(Duration::from_secs(5)));
+    /// ```
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The kinds of handler, the type parameter of [`IntoHandler`].
@@ -253,6 +340,10 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn payload_type(&self) -> &'static str;
     /// How its entries are handled.
     fn body(&self) -> Body<'_>;
+    /// Its own retry policy, if any ([`Handler::retry_policy`]).
+    fn retry_policy(&self) -> Option<RetryPolicy>;
+    /// Its own timeout, if any.
+    fn timeout(&self) -> Option<Duration>;
 }
 
 /// How a handler's entries are handled: in a transaction or not. A plain
@@ -297,6 +388,14 @@ impl<H: Handler> ErasedHandler for Erased<H> {
     fn body(&self) -> Body<'_> {
         Body::Tx(self)
     }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.0.retry_policy()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.0.timeout()
+    }
 }
 
 impl<H: Handler> TxBody for Erased<H> {
@@ -339,6 +438,14 @@ impl<H: PlainHandler> ErasedHandler for ErasedPlain<H> {
 
     fn body(&self) -> Body<'_> {
         Body::Plain(self)
+    }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        None
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.0.timeout()
     }
 }
 

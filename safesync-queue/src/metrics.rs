@@ -37,7 +37,7 @@ const HANDLER_BUCKETS: &[f64] = &[
 /// | `safesync_queue_claimed_total` | counter | | entries claimed from idle consumers (`XAUTOCLAIM`) |
 /// | `safesync_queue_trimmed_total` | counter | | pending entries found deleted or trimmed away, then acknowledged |
 /// | `safesync_queue_dead_lettered_total` | counter | | entries moved to the group's dead letters (`{<stream>}:dead:<group>`) |
-/// | `safesync_queue_handler_latency_seconds` | histogram | `outcome` | handler runs: `ok`, `error`, `panic`, `duplicate` (the ledger had it) |
+/// | `safesync_queue_handler_latency_seconds` | histogram | `outcome` | handler runs: `ok`, `error`, `panic`, `duplicate` (the ledger had it), `timeout` (cut off by the handler timeout) |
 /// | `safesync_queue_length` | gauge | | from [`QueueMetrics::record_health`] |
 /// | `safesync_queue_pending` | gauge | | from [`QueueMetrics::record_health`] |
 /// | `safesync_queue_lag` | gauge | | from [`QueueMetrics::record_health`], when known |
@@ -86,10 +86,12 @@ pub(crate) enum Outcome {
     Error,
     Panic,
     Duplicate,
+    /// Cut off by the handler timeout.
+    Timeout,
 }
 
 impl Outcome {
-    const ALL: usize = 4;
+    const ALL: usize = 5;
 
     fn index(self) -> usize {
         self as usize
@@ -101,6 +103,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Panic => "panic",
             Outcome::Duplicate => "duplicate",
+            Outcome::Timeout => "timeout",
         }
     }
 }

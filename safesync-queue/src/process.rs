@@ -4,8 +4,8 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt as _;
 use tokio::sync::OwnedSemaphorePermit;
@@ -17,7 +17,7 @@ use crate::entry::Entry;
 use crate::handler::{Body, Decoded, ErasedHandler, PlainBody, TxBody};
 use crate::ledger::{self, Recorded};
 use crate::metrics::{Count, Outcome};
-use crate::worker::{Shared, Stats};
+use crate::worker::{HandlerSettings, Shared, Stats};
 
 /// Most handler errors remembered for dead-letter reasons.
 const MAX_REMEMBERED_ERRORS: usize = 10_000;
@@ -174,7 +174,10 @@ async fn process(shared: &Shared, d: Delivery) {
             started = Instant::now();
             // Boxed: the transaction's (large) state is not part of every
             // message task's future, a plain handler's included.
-            Box::pin(transaction(shared, h, body, ledger_id(shared, &d), payload)).await
+            // Bounded inside, around the handler, so that a timed-out
+            // transaction is rolled back before the next begins (dropping
+            // it would free SQLite's gate before its connection's rollback).
+            Box::pin(transaction(shared, h, body, &d, payload)).await
         }
         Body::Plain(body) => {
             let run = match data(h, &d.entry) {
@@ -186,7 +189,7 @@ async fn process(shared: &Shared, d: Delivery) {
                 Err(e) => return undecodable(shared, &d, &not_json(h, &d.entry, &e)).await,
             };
             started = Instant::now();
-            plain(run).await
+            bounded(shared, d.handler, plain(run)).await
         }
     };
     let latency = started.elapsed();
@@ -329,14 +332,15 @@ async fn shared_transaction(
             .await
             .map_err(|e| format!("cannot write the ledger rows (one may be there already): {e}"))?;
     }
+    let limit = shared.settings[group[0].handler].timeout;
+    let deadline = tokio::time::Instant::now() + limit;
     for (d, payload) in group.iter().zip(payloads) {
-        let run = AssertUnwindSafe(body.handle(&mut tx, payload))
-            .catch_unwind()
-            .await;
-        let failure = match run {
-            Ok(Ok(())) => continue,
-            Ok(Err(e)) => e.to_string(),
-            Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+        let run = AssertUnwindSafe(body.handle(&mut tx, payload)).catch_unwind();
+        let failure = match tokio::time::timeout_at(deadline, run).await {
+            Ok(Ok(Ok(()))) => continue,
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(panic)) => format!("the handler panicked: {}", panic_message(&*panic)),
+            Err(_) => timed_out(limit),
         };
         if let Err(e) = tx.rollback().await {
             tracing::warn!(error = %e, "rollback after a failed handler failed");
@@ -445,65 +449,193 @@ async fn plain(
     }
 }
 
-/// Begin, ledger row, handler, commit.
+/// Why a delivery was cut off by its timeout.
+fn timed_out(limit: Duration) -> String {
+    format!("timed out after {limit:?} (cancelled and rolled back)")
+}
+
+/// Runs a delivery (every attempt of it) within its handler's timeout;
+/// past it, the run is dropped — its transaction rolls back — and the
+/// delivery fails as the handler's own failure.
+async fn bounded(
+    shared: &Shared,
+    handler: usize,
+    run: impl Future<Output = Result<Done, Failure>>,
+) -> Result<Done, Failure> {
+    let limit = shared.settings[handler].timeout;
+    let Ok(result) = tokio::time::timeout(limit, run).await else {
+        Stats::add(&shared.stats.timed_out, 1);
+        return Err(Failure {
+            reason: timed_out(limit),
+            handler: true,
+            outcome: Outcome::Timeout,
+        });
+    };
+    result
+}
+
+/// How far the last attempt of a delivery got, to word its failure.
+enum Stage {
+    Begin,
+    Ledger,
+    /// The handler ran; `retryable` when its error was one the policy
+    /// retries (so a failure returned after it came from a later `BEGIN`).
+    Handler {
+        retryable: bool,
+    },
+    Panicked(String),
+    /// Past the handler timeout.
+    TimedOut,
+    Commit,
+}
+
+/// Begin, ledger row, handler, commit — again in a new transaction, under
+/// the handler's retry policy, for what [`Db::retry`](safesync_core::Db::retry)
+/// retries (it runs the attempts: the same decision and back-off).
 async fn transaction(
     shared: &Shared,
     h: &dyn ErasedHandler,
     body: &dyn TxBody,
-    id: &str,
+    d: &Delivery,
     payload: Decoded,
 ) -> Result<Done, Failure> {
-    let db_failure = |what: &str, e: safesync_core::Error| Failure {
+    let id = ledger_id(shared, d);
+    let HandlerSettings {
+        retry: policy,
+        timeout: limit,
+    } = shared.settings[d.handler];
+    let deadline = tokio::time::Instant::now() + limit;
+    // The first attempt takes the payload decoded already; a retry decodes
+    // it again (the handler consumed the first).
+    let first = std::sync::Mutex::new(Some(payload));
+    let stage = std::sync::Mutex::new(Stage::Begin);
+    let set = |s: Stage| {
+        if let Ok(mut g) = stage.lock() {
+            *g = s;
+        }
+    };
+    let attempts = AtomicU32::new(0);
+    let result = shared
+        .db
+        .retry(policy, |tx| {
+            let (first, set, attempts) = (&first, &set, &attempts);
+            Box::pin(async move {
+                if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                    Stats::add(&shared.stats.retried, 1);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    // The back-off of a retry ran past the deadline.
+                    set(Stage::TimedOut);
+                    return Err(safesync_core::Error::Config(timed_out(limit)));
+                }
+                set(Stage::Ledger);
+                if shared.config.ledger {
+                    match ledger::record(tx, h.stream(), h.group(), id).await? {
+                        Recorded::New => {}
+                        Recorded::AlreadyProcessed => {
+                            set(Stage::Commit);
+                            return Ok(Done::Duplicate);
+                        }
+                    }
+                }
+                let payload = match first.lock().ok().and_then(|mut p| p.take()) {
+                    Some(p) => p,
+                    None => decode(h, body, &d.entry).map_err(|reason| {
+                        safesync_core::Error::Decode {
+                            what: format!("entry {} again, for a retry", d.entry.id),
+                            reason,
+                        }
+                    })?,
+                };
+                set(Stage::Handler { retryable: false });
+                let run = AssertUnwindSafe(body.handle(tx, payload)).catch_unwind();
+                // The handler's future is dropped at the deadline; `retry`
+                // then rolls the transaction back (an error it does not
+                // retry) before another one begins.
+                let Ok(run) = tokio::time::timeout_at(deadline, run).await else {
+                    set(Stage::TimedOut);
+                    return Err(safesync_core::Error::Config(timed_out(limit)));
+                };
+                match run {
+                    Ok(Ok(())) => {
+                        set(Stage::Commit);
+                        Ok(Done::Committed)
+                    }
+                    Ok(Err(e)) => {
+                        set(Stage::Handler {
+                            retryable: policy.retries(&e),
+                        });
+                        Err(e)
+                    }
+                    Err(panic) => {
+                        let message = panic_message(&*panic);
+                        set(Stage::Panicked(message.clone()));
+                        // Not retryable: `retry` returns it at once.
+                        Err(safesync_core::Error::Config(message))
+                    }
+                }
+            })
+        })
+        .await;
+    let e = match result {
+        Ok(done) => {
+            Stats::add(&shared.stats.transactions, 1);
+            return Ok(done);
+        }
+        Err(e) => e,
+    };
+    let stage = stage
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if matches!(stage, Stage::TimedOut) {
+        Stats::add(&shared.stats.timed_out, 1);
+        return Err(Failure {
+            reason: timed_out(limit),
+            handler: true,
+            outcome: Outcome::Timeout,
+        });
+    }
+    Err(worded(&e, stage, attempts.into_inner()))
+}
+
+/// The failure of a delivery whose last error is `e`, from how far its
+/// last attempt got (`stage`) and how many attempts ran (`ran`).
+fn worded(e: &safesync_core::Error, mut stage: Stage, ran: u32) -> Failure {
+    let db_failure = |what: &str| Failure {
         reason: format!("{what}: {e}"),
         handler: false,
         outcome: Outcome::Error,
     };
-    let mut tx = shared
-        .db
-        .begin()
-        .await
-        .map_err(|e| db_failure("cannot begin a transaction", e))?;
-    if shared.config.ledger {
-        match ledger::record(&mut tx, h.stream(), h.group(), id).await {
-            Ok(Recorded::New) => {}
-            Ok(Recorded::AlreadyProcessed) => {
-                tx.commit()
-                    .await
-                    .map_err(|e| db_failure("cannot commit", e))?;
-                Stats::add(&shared.stats.transactions, 1);
-                return Ok(Done::Duplicate);
-            }
-            Err(e) => return Err(db_failure("cannot write the ledger row", e)),
-        }
+    // The error came from a `BEGIN` after the last attempt that ran: the
+    // attempts `retry` counted outnumber those that ran, or the handler's
+    // error was retried and the next `BEGIN` failed for good.
+    let begin_failed = match e {
+        safesync_core::Error::RetriesExhausted { attempts, .. } => *attempts > ran,
+        _ => matches!(stage, Stage::Handler { retryable: true }),
+    };
+    if begin_failed {
+        stage = Stage::Begin;
     }
-    let run = AssertUnwindSafe(body.handle(&mut tx, payload))
-        .catch_unwind()
-        .await;
-    let failure = match run {
-        Ok(Ok(())) => {
-            return match tx.commit().await {
-                Ok(()) => {
-                    Stats::add(&shared.stats.transactions, 1);
-                    Ok(Done::Committed)
-                }
-                Err(e) => Err(db_failure("cannot commit", e)),
-            };
-        }
-        Ok(Err(e)) => Failure {
+    match stage {
+        Stage::Begin => db_failure("cannot begin a transaction"),
+        Stage::Ledger => db_failure("cannot write the ledger row"),
+        Stage::Commit => db_failure("cannot commit"),
+        Stage::Handler { .. } => Failure {
             reason: e.to_string(),
             handler: true,
             outcome: Outcome::Error,
         },
-        Err(panic) => Failure {
-            reason: format!("the handler panicked: {}", panic_message(&*panic)),
+        Stage::TimedOut => Failure {
+            reason: e.to_string(),
+            handler: true,
+            outcome: Outcome::Timeout,
+        },
+        Stage::Panicked(message) => Failure {
+            reason: format!("the handler panicked: {message}"),
             handler: true,
             outcome: Outcome::Panic,
         },
-    };
-    if let Err(e) = tx.rollback().await {
-        tracing::warn!(error = %e, "rollback after a failed handler failed");
     }
-    Err(failure)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::Client;
-use safesync_core::{Db, Error, Result};
+use safesync_core::{Db, Error, Result, RetryPolicy};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,15 @@ use crate::metrics::{Labelled, QueueMetrics};
 ///   `safesync_queue_ledger` in the handler's own transaction, so an entry
 ///   whose transaction committed but whose acknowledgement was lost is
 ///   recognised when it comes again, and only acknowledged.
+/// - **Retries in place.** A handler's retryable error (a version
+///   conflict, a deadlock or serialisation failure, SQLite busy: what
+///   [`RetryPolicy`] retries) is retried at once, in a new transaction
+///   that records the ledger row again, with back-off and jitter, under
+///   [`retry`](Worker::retry) (default [`RetryPolicy::default()`]); only
+///   when the policy gives up does the delivery fail.
+/// - **Timeout.** A delivery that takes longer than
+///   [`handler_timeout`](Worker::handler_timeout) is cancelled, its
+///   transaction rolled back, and it fails with "timed out after …".
 /// - **Failures.** A handler's `Err` or panic rolls back and leaves the
 ///   entry pending; after [`claim_idle`](Worker::claim_idle) it is claimed
 ///   (`XAUTOCLAIM`) and delivered again. An entry whose payload cannot be
@@ -133,9 +142,9 @@ pub struct Summary {
     pub acked: u64,
     /// `XACK`s answered 0: someone else had acknowledged the entry.
     pub already_acked: u64,
-    /// Handler runs that failed (error, panic, or a failed begin, ledger
-    /// write or commit): rolled back (if in a transaction), not
-    /// acknowledged.
+    /// Deliveries that failed (an error the retry policy did not retry or
+    /// gave up on, a panic, a timeout, or a failed begin, ledger write or
+    /// commit): rolled back (if in a transaction), not acknowledged.
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,
@@ -146,6 +155,13 @@ pub struct Summary {
     /// Handlers still running at the drain deadline: cancelled, rolled
     /// back, left pending.
     pub abandoned: u64,
+    /// Attempts beyond the first within one delivery: retryable errors
+    /// retried in place, each in a new transaction (see
+    /// [`Worker::retry`]).
+    pub retried: u64,
+    /// Deliveries cut off by the handler timeout (also counted in
+    /// `failed`; see [`Worker::handler_timeout`]).
+    pub timed_out: u64,
 }
 
 /// Counters behind [`Summary`].
@@ -162,6 +178,8 @@ pub(crate) struct Stats {
     pub(crate) claimed: AtomicU64,
     pub(crate) trimmed: AtomicU64,
     pub(crate) abandoned: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
 }
 
 impl Stats {
@@ -183,6 +201,8 @@ impl Stats {
             claimed: get(&self.claimed),
             trimmed: get(&self.trimmed),
             abandoned: get(&self.abandoned),
+            retried: get(&self.retried),
+            timed_out: get(&self.timed_out),
         }
     }
 }
@@ -198,6 +218,8 @@ pub(crate) struct Shared {
     pub(crate) handlers: Vec<Arc<dyn ErasedHandler>>,
     /// The read sources, by the same index.
     pub(crate) sources: Vec<Source>,
+    /// The retry policy and timeout of each source's handler, by index.
+    pub(crate) settings: Vec<HandlerSettings>,
     pub(crate) metrics: QueueMetrics,
     /// The metric series of each source's handler, by index.
     pub(crate) labels: Vec<Labelled>,
@@ -215,6 +237,14 @@ pub(crate) struct Shared {
     pub(crate) last_errors: std::sync::Mutex<HashMap<(usize, String), String>>,
     /// Test hook: commits whose acknowledgement is skipped.
     pub(crate) skip_acks: AtomicU64,
+}
+
+/// What a handler runs under: its own retry policy and timeout, or the
+/// worker's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandlerSettings {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: Duration,
 }
 
 /// A key a handler's entries are read from: its stream, or its group's
@@ -265,8 +295,9 @@ fn default_consumer_name() -> String {
 impl Worker {
     /// A worker on `db` and `redis` with no handlers yet, and defaults:
     /// concurrency 1, batch 16, block 5 s, claim idle 60 s, at most 5
-    /// deliveries, drain timeout 30 s, ledger on, consumer name
-    /// `<host>-<pid>-<n>`.
+    /// deliveries, drain timeout 30 s, ledger on, retries in place under
+    /// [`RetryPolicy::default()`], handler timeout 30 s (or three
+    /// quarters of `claim_idle` when shorter), consumer name `<host>-<pid>-<n>`.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -294,6 +325,8 @@ impl Worker {
                 ledger: true,
                 housekeeping_every: Duration::from_secs(15),
                 remove_idle_consumers: None,
+                retry: RetryPolicy::default(),
+                handler_timeout: None,
             },
             metrics: None,
             skip_acks: 0,
@@ -397,6 +430,12 @@ impl Worker {
     /// reconnect) are always handled alone. [`PlainHandler`](crate::PlainHandler)s have no
     /// transaction and ignore this setting.
     ///
+    /// The [`handler_timeout`](Worker::handler_timeout) bounds the shared
+    /// transaction, and then each entry handled alone: a group of `n`
+    /// whose handlers hang may take up to `n + 1` timeouts, so keep
+    /// `n × handler_timeout` below [`claim_idle`](Worker::claim_idle) when
+    /// handlers can be slow.
+    ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
     /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
@@ -424,6 +463,90 @@ impl Worker {
     /// again. Claims are checked every half of this. 1 ms to 7 days.
     pub fn claim_idle(mut self, d: Duration) -> Worker {
         self.config.claim_idle = d;
+        self
+    }
+
+    /// How a [`Handler`](crate::Handler)'s retryable errors are retried
+    /// within one delivery (default [`RetryPolicy::default()`]: 10 attempts
+    /// within 30 s, back-off from 5 ms doubling to 1 s, full jitter) — the
+    /// policy type, and the decision, of [`Db::retry`].
+    ///
+    /// A version conflict, deadlock, serialisation failure or SQLite busy
+    /// (and a lock-wait timeout when the policy
+    /// [opts in](RetryPolicy::retry_lock_timeouts)) — from the handler, the
+    /// ledger write or the commit — rolls the transaction back, and the
+    /// entry is handled again at once, after the back-off, in a new
+    /// transaction that records the ledger row again and runs the handler
+    /// on a fresh decoding of the payload. Only when the policy gives up
+    /// does the delivery fail (then redelivered after
+    /// [`claim_idle`](Worker::claim_idle), dead-lettered after
+    /// [`max_deliveries`](Worker::max_deliveries)), with
+    /// [`Error::RetriesExhausted`]'s message as the reason; other errors
+    /// fail it at once. All attempts together are bounded by the
+    /// [`handler_timeout`](Worker::handler_timeout). A handler's own
+    /// [`retry_policy`](crate::Handler::retry_policy)
+    /// (`#[queue_handler(retry = …)]`) overrides this;
+    /// [`RetryPolicy::never()`] turns retries off. With
+    /// [`messages_per_transaction`](Worker::messages_per_transaction), a
+    /// failed shared transaction falls back to each entry alone, each with
+    /// its own retries. [`PlainHandler`](crate::PlainHandler)s have no
+    /// transaction to run again and are not retried in place.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// use std::time::Duration;
+    /// use safesync_core::RetryPolicy;
+    ///
+    /// let worker = safesync_queue::Worker::new(db, redis)
+    ///     .retry(RetryPolicy::default().max_attempts(20).max_delay(Duration::from_millis(200)));
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Worker {
+        self.config.retry = policy;
+        self
+    }
+
+    /// How long one delivery may take: a deadline from its start over the
+    /// handler's runs in all its attempts (see [`retry`](Worker::retry))
+    /// and the back-off between them — or a
+    /// [`PlainHandler`](crate::PlainHandler)'s run. (`BEGIN`, the ledger
+    /// write and `COMMIT` are bounded by the database's own timeouts.)
+    /// Past it, the handler is cancelled (its future dropped at its next
+    /// `.await`), the transaction rolled back — before another begins —
+    /// and the delivery fails with the reason "timed out after …": the
+    /// entry stays pending, is delivered again after
+    /// [`claim_idle`](Worker::claim_idle) and dead-lettered after
+    /// [`max_deliveries`](Worker::max_deliveries), like any failure.
+    ///
+    /// Default: 30 s, or three quarters of `claim_idle` when that is
+    /// shorter (the last quarter is the margin for the rollback and the
+    /// claim check). It
+    /// bounds the whole delivery, not one attempt, so that a delivery never
+    /// outlives `claim_idle` and no second consumer claims an entry still
+    /// being handled: a timeout set here, or by a handler
+    /// ([`Handler::timeout`](crate::Handler::timeout),
+    /// `#[queue_handler(timeout = "…")]`), must be at least 1 ms and below
+    /// `claim_idle`, or [`run`](Worker::run) fails with [`Error::Config`].
+    /// A handler that blocks its thread without awaiting cannot be
+    /// cancelled.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// use std::time::Duration;
+    ///
+    /// let worker = safesync_queue::Worker::new(db, redis)
+    ///     .claim_idle(Duration::from_secs(120))
+    ///     .handler_timeout(Duration::from_secs(60));
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn handler_timeout(mut self, d: Duration) -> Worker {
+        self.config.handler_timeout = Some(d);
         self
     }
 
@@ -505,6 +628,14 @@ impl Worker {
                     )));
                 }
             }
+            if let Some(timeout) = h.timeout() {
+                let setting = format!(
+                    "the timeout of the handler of `{}`/`{}`",
+                    h.stream(),
+                    h.group()
+                );
+                self.config.check_timeout(&setting, timeout)?;
+            }
             if !seen.insert((h.stream(), h.group())) {
                 return Err(Error::Config(format!(
                     "two handlers consume stream `{}` in group `{}`; give each its own group",
@@ -570,6 +701,13 @@ impl Worker {
         )
         .await?;
         let (handlers, sources) = sources(self.handlers);
+        let settings = handlers
+            .iter()
+            .map(|h| HandlerSettings {
+                retry: h.retry_policy().unwrap_or(self.config.retry),
+                timeout: h.timeout().unwrap_or_else(|| self.config.handler_timeout()),
+            })
+            .collect();
         for (h, source) in handlers.iter().zip(&sources) {
             create_group(&side, &source.key, h.group(), "0").await?;
         }
@@ -587,6 +725,7 @@ impl Worker {
             config: self.config,
             handlers,
             sources,
+            settings,
             metrics,
             labels,
             stats: Stats::default(),
