@@ -504,7 +504,10 @@ async fn transaction(
         retry: policy,
         timeout: limit,
     } = shared.settings[d.handler];
-    let deadline = tokio::time::Instant::now() + limit;
+    // The timeout counts from the first handler run (after `BEGIN` and the
+    // ledger row, which keep the database's own timeouts: on SQLite `BEGIN`
+    // queues for the write lock) over every later attempt and back-off.
+    let deadline = std::sync::OnceLock::new();
     // The first attempt takes the payload decoded already; a retry decodes
     // it again (the handler consumed the first).
     let first = std::sync::Mutex::new(Some(payload));
@@ -518,12 +521,15 @@ async fn transaction(
     let result = shared
         .db
         .retry(policy, |tx| {
-            let (first, set, attempts) = (&first, &set, &attempts);
+            let (first, set, attempts, deadline) = (&first, &set, &attempts, &deadline);
             Box::pin(async move {
                 if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
                     Stats::add(&shared.stats.retried, 1);
                 }
-                if tokio::time::Instant::now() >= deadline {
+                if deadline
+                    .get()
+                    .is_some_and(|d| tokio::time::Instant::now() >= *d)
+                {
                     // The back-off of a retry ran past the deadline.
                     set(Stage::TimedOut);
                     return Err(safesync_core::Error::Config(timed_out(limit)));
@@ -548,6 +554,7 @@ async fn transaction(
                     })?,
                 };
                 set(Stage::Handler { retryable: false });
+                let deadline = *deadline.get_or_init(|| tokio::time::Instant::now() + limit);
                 let run = AssertUnwindSafe(body.handle(tx, payload)).catch_unwind();
                 // The handler's future is dropped at the deadline; `retry`
                 // then rolls the transaction back (an error it does not

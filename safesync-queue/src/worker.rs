@@ -509,11 +509,12 @@ impl Worker {
         self
     }
 
-    /// How long one delivery may take: a deadline from its start over the
-    /// handler's runs in all its attempts (see [`retry`](Worker::retry))
+    /// How long one delivery may take: a deadline from the handler's first
+    /// run over its runs in all its attempts (see [`retry`](Worker::retry))
     /// and the back-off between them — or a
-    /// [`PlainHandler`](crate::PlainHandler)'s run. (`BEGIN`, the ledger
-    /// write and `COMMIT` are bounded by the database's own timeouts.)
+    /// [`PlainHandler`](crate::PlainHandler)'s run. (The first `BEGIN` — on
+    /// SQLite the wait for the write lock —, the ledger write and `COMMIT`
+    /// are bounded by the database's own timeouts.)
     /// Past it, the handler is cancelled (its future dropped at its next
     /// `.await`), the transaction rolled back — before another begins —
     /// and the delivery fails with the reason "timed out after …": the
