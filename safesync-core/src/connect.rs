@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::ConnectOptions;
 
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
 /// Whether a connect error may go away by itself soon (a server starting).
@@ -39,9 +40,12 @@ async fn first_connection<O: ConnectOptions<Connection: Sized>>(
     budget: Duration,
 ) -> Result<O::Connection, sqlx::Error> {
     let deadline = Instant::now() + budget;
-    let mut pause = Duration::from_millis(20);
+    let backoff = Backoff::new(Duration::from_millis(20), budget);
     let mut last = None;
+    let mut attempt = 0u32;
     loop {
+        attempt = attempt.saturating_add(1);
+        let pause = backoff.cap(attempt);
         let left = deadline.saturating_duration_since(Instant::now());
         let error = match tokio::time::timeout(left, options.connect()).await {
             Ok(Ok(conn)) => return Ok(conn),
@@ -60,7 +64,6 @@ async fn first_connection<O: ConnectOptions<Connection: Sized>>(
         }
         last = Some(error);
         tokio::time::sleep(pause).await;
-        pause *= 2;
     }
 }
 

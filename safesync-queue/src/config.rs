@@ -61,6 +61,26 @@ fn in_range<T: PartialOrd + std::fmt::Debug + Copy>(
 }
 
 impl Config {
+    /// The defaults `Worker::new` starts from, for consumer `consumer`.
+    pub(crate) fn defaults(consumer: String) -> Config {
+        Config {
+            consumer,
+            concurrency: 1,
+            batch: 16,
+            read_ahead: 0,
+            per_transaction: 1,
+            block: Duration::from_secs(5),
+            claim_idle: Duration::from_secs(60),
+            max_deliveries: 5,
+            drain_timeout: Duration::from_secs(30),
+            ledger: true,
+            housekeeping_every: Duration::from_secs(15),
+            remove_idle_consumers: None,
+            retry: RetryPolicy::default(),
+            handler_timeout: None,
+        }
+    }
+
     /// The timeout of a delivery whose handler sets none: the one set, or
     /// [`DEFAULT_HANDLER_TIMEOUT`] capped at three quarters of
     /// `claim_idle`: the rest is the margin for the rollback and the claim
@@ -145,22 +165,7 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        Config {
-            consumer: "c".into(),
-            concurrency: 1,
-            batch: 16,
-            read_ahead: 0,
-            per_transaction: 1,
-            block: Duration::from_secs(5),
-            claim_idle: Duration::from_secs(60),
-            max_deliveries: 5,
-            drain_timeout: Duration::from_secs(30),
-            ledger: true,
-            housekeeping_every: Duration::from_secs(15),
-            remove_idle_consumers: None,
-            retry: RetryPolicy::default(),
-            handler_timeout: None,
-        }
+        Config::defaults("c".into())
     }
 
     /// A change of one setting.
