@@ -258,6 +258,27 @@ pub use safesync_queue::{
     CancellationToken, Handler, PlainHandler, SendOptions, Stream, Summary, Worker, redis,
 };
 
+#[doc = include_str!("guide/mod.md")]
+pub mod guide {
+    #[doc = include_str!("guide/strategy.md")]
+    pub mod strategy {}
+
+    #[cfg(feature = "queue")]
+    #[doc = include_str!("guide/queue.md")]
+    pub mod queue {}
+
+    #[cfg(feature = "queue")]
+    #[doc = include_str!("guide/migrating.md")]
+    pub mod migrating {}
+}
+
+/// The README's Rust snippets, compiled as doc tests so that they cannot
+/// drift from the code. Its queue snippets need the `queue` feature, and
+/// its first program SQLite.
+#[cfg(all(doctest, feature = "queue", feature = "sqlite"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Everything a user of the derives needs: `use safesync::prelude::*;`.
 pub mod prelude {
     pub use crate::{
