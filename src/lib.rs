@@ -60,8 +60,205 @@ pub use safesync_core::{
     Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select, SqlType, Table, Tx,
     Value, Versioned, advisory_key,
 };
-/// The derives share their names with the traits they implement.
-pub use safesync_macros::{Locked, Versioned};
+/// `#[derive(Versioned)]`: a record with optimistic concurrency on a version
+/// column.
+///
+/// It implements [`Record`] (through the hidden `Table` and row codec) and
+/// the [`Versioned`](trait@Versioned) marker, so the struct gets
+/// `find`, `find_many`, `select_all` / `select_optional` / `select_one`,
+/// `insert`, `insert_idempotent`, and an `update` and `delete` that carry
+/// `AND version = ?`: a row changed since it was read makes them
+/// [`Error::Conflict`], and a successful `update` advances the version in
+/// the row and in the value. [`Db::create_table`] and [`Db::check_table`]
+/// work on it when every stored field's type is an [`SqlType`]. Add
+/// `#[derive(Locked)]` as well for row locks.
+///
+/// ```
+/// use safesync::prelude::*;
+///
+/// #[derive(Debug, Clone, Versioned)]
+/// #[safesync(table = "accounts")]
+/// struct Account {
+///     #[safesync(key)]
+///     id: i64,
+///     balance: i64,
+///     #[safesync(version)]
+///     version: i64,
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let db = Db::connect("sqlite::memory:").await?;
+/// db.create_table::<Account>().await?;
+/// let mut tx = db.begin().await?;
+/// Account { id: 1, balance: 0, version: 0 }.insert(&mut tx).await?;
+///
+/// let mut fresh = Account::find(&mut tx, &1).await?.ok_or_else(Error::not_found)?;
+/// let mut stale = fresh.clone();
+/// fresh.balance += 10;
+/// fresh.update(&mut tx).await?; // UPDATE … WHERE id = ? AND version = 0; version becomes 1
+/// assert_eq!(fresh.version, 1);
+///
+/// stale.balance += 99;
+/// assert!(matches!(stale.update(&mut tx).await, Err(Error::Conflict { .. })));
+/// tx.commit().await?;
+/// # Ok::<_, safesync::Error>(()) }).unwrap();
+/// ```
+///
+/// # Attributes
+///
+/// Every attribute is written inside `#[safesync(...)]`; several may share
+/// one, separated by commas. An unknown or repeated key is a compile error
+/// that lists the valid ones, and every mistake of a struct is reported in
+/// the same build.
+///
+/// On the struct:
+///
+/// | attribute | required | what it generates |
+/// |---|---|---|
+/// | `table = "name"` | yes | the table every statement names, and that `create_table` creates. A plain SQL identifier (an ASCII letter or `_`, then letters, digits and `_`, at most 63 bytes), checked at compile time: no identifier ever comes from a runtime string. |
+/// | `schema = "name"` | no | qualifies the table, `schema.table`, in every statement; `create_table` creates the table there (the schema itself must exist; on SQLite it is the name of an attached database). Checked like `table`. |
+/// | `crate = "path"` | no | the path the generated code names the runtime by, `::safesync` when absent; for a crate that re-exports safesync under another name. |
+///
+/// On fields:
+///
+/// | attribute | what it generates |
+/// |---|---|
+/// | `key` | the field is (part of) the primary key: the `WHERE` of `find`, `update`, `delete` and the row locks, and `PRIMARY KEY` in `create_table` (a `String` key is `VARCHAR(255)` on MySQL). One field: the record's key type is that field's type (`Account::find(tx, &7)`). Several fields: a **composite key**, a tuple of their types in field order (`Membership::find(tx, &(org, user))`). At least one field must be a key. |
+/// | `version` | exactly one field, of type `i16`, `i32` or `i64`, required by `Versioned`: `update` and `delete` add `AND version = ?`, and `update` sets `version = version + 1` and advances the field. It cannot also be the key. |
+/// | `column = "name"` | the field's column is `name` instead of the field's own name (a field name that is not a plain SQL identifier needs one). Checked like `table`; two fields cannot share a column. |
+/// | `skip` | the field is not stored: no column, in no statement; reading a row fills it with `Default::default()` (so its type must be `Default`). It cannot be combined with `key`, `version` or `column`. |
+///
+/// ```
+/// use safesync::prelude::*;
+///
+/// /// A composite key, a renamed column and a field that is not stored.
+/// #[derive(Debug, Clone, Versioned)]
+/// #[safesync(table = "memberships", crate = "::safesync")]
+/// struct Membership {
+///     #[safesync(key)]
+///     org: String,
+///     #[safesync(key)]
+///     user_id: i64,
+///     #[safesync(column = "membership_role")]
+///     role: String,
+///     #[safesync(skip)]
+///     loaded_at: Option<std::time::Instant>,
+///     #[safesync(version)]
+///     version: i32,
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let db = Db::connect("sqlite::memory:").await?;
+/// db.create_table::<Membership>().await?; // PRIMARY KEY (org, user_id)
+/// let mut tx = db.begin().await?;
+/// let m = Membership {
+///     org: "acme".into(), user_id: 7, role: "admin".into(), loaded_at: None, version: 0,
+/// };
+/// m.insert(&mut tx).await?;
+/// let found = Membership::find(&mut tx, &("acme".to_owned(), 7)).await?.expect("inserted");
+/// assert_eq!(found.role, "admin");
+/// assert!(found.loaded_at.is_none()); // skipped: Default
+/// # Ok::<_, safesync::Error>(()) }).unwrap();
+/// ```
+///
+/// ```no_run
+/// # use safesync::prelude::*;
+/// /// In the `billing` schema: `billing.invoices` in every statement.
+/// #[derive(Debug, Clone, Versioned)]
+/// #[safesync(table = "invoices", schema = "billing")]
+/// struct Invoice {
+///     #[safesync(key)]
+///     id: i64,
+///     total: i64,
+///     #[safesync(version)]
+///     version: i64,
+/// }
+/// ```
+///
+/// Rejected at compile time, each with a message at the mistake: a struct
+/// without a `table` or without a key, no version field or two, a version
+/// that is not an integer, names that are not SQL identifiers, enums,
+/// tuple, unit and generic structs, and a field type that some enabled
+/// backend cannot store (one error at the field, naming the backend).
+pub use safesync_macros::Versioned;
+
+/// `#[derive(Locked)]`: a record whose rows can be locked with
+/// `SELECT … FOR UPDATE`.
+///
+/// It implements the [`Locked`](trait@Locked) trait: `T::lock`,
+/// `T::lock_nowait` and `T::lock_skip_locked`, each taking the
+/// [`Tx`] (so a lock outside a transaction does not compile) and returning
+/// the row as a [`Held`], which dereferences to the record and has `update`
+/// and `delete` for the transaction that locked it.
+///
+/// - **Without a `version` field**, `Locked` owns the record impls (as
+///   `Versioned` does otherwise): `find`, `insert`, queries and
+///   `create_table` work as usual, but a value read with `find` has no
+///   `update` or `delete` — written back by key it would lose the updates
+///   made in between. Write through the [`Held`] row, or with the
+///   deliberate blind [`Record::overwrite`] for rows something else
+///   protects.
+/// - **With a `version` field**, derive `Versioned` too
+///   (`#[derive(Versioned, Locked)]`): `Versioned` owns the record impls,
+///   and a `Held` row's `update` still checks the version.
+///
+/// ```
+/// use safesync::prelude::*;
+///
+/// #[derive(Debug, Clone, Locked)]
+/// #[safesync(table = "stock")]
+/// struct Stock {
+///     #[safesync(key)]
+///     sku: String,
+///     on_hand: i64,
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let db = Db::connect("sqlite::memory:").await?;
+/// db.create_table::<Stock>().await?;
+/// let mut tx = db.begin().await?;
+/// Stock { sku: "A-1".into(), on_hand: 5 }.insert(&mut tx).await?;
+///
+/// let mut row = Stock::lock(&mut tx, &"A-1".to_owned()).await?.ok_or_else(Error::not_found)?;
+/// row.on_hand -= 1; // held until commit: no one else changes it meanwhile
+/// row.update(&mut tx).await?;
+/// tx.commit().await?;
+/// # Ok::<_, safesync::Error>(()) }).unwrap();
+/// ```
+///
+/// # Attributes
+///
+/// The same as [`Versioned`](macro@Versioned)'s, with the same checks:
+/// `table = "…"` (required), `schema = "…"` and `crate = "…"` on the
+/// struct; `key` (one field or several: a composite key is a tuple),
+/// `version`, `column = "…"` and `skip` on fields. Here `version` is
+/// optional; when present, `Versioned` must be derived as well, and its
+/// absence is a compile error at the version field.
+///
+/// ```
+/// use safesync::prelude::*;
+///
+/// /// Locked and versioned: `Held::update` checks and advances the version.
+/// #[derive(Debug, Clone, Versioned, Locked)]
+/// #[safesync(table = "seats")]
+/// struct Seat {
+///     #[safesync(key)]
+///     flight: String,
+///     #[safesync(key)]
+///     number: i32,
+///     #[safesync(column = "passenger_name")]
+///     passenger: Option<String>,
+///     #[safesync(version)]
+///     version: i64,
+/// }
+/// # let _ = Seat { flight: String::new(), number: 1, passenger: None, version: 0 };
+/// ```
+///
+/// Rejected at compile time besides `Versioned`'s rules: a version field
+/// without `#[derive(Versioned)]`, `update`/`delete` on a value of an
+/// unversioned record that was not locked, and `overwrite` on a versioned
+/// one.
+pub use safesync_macros::Locked;
 
 /// Runs an ordinary `async fn` in a transaction: commit on `Ok`, rollback
 /// on `Err` or panic.
@@ -69,15 +266,20 @@ pub use safesync_macros::{Locked, Versioned};
 /// The fn takes the transaction first, `tx: &mut Tx<'_>`, and returns
 /// `Result<T, Error>`. The attribute turns it into a fn of the same name,
 /// visibility and generics that takes `db: &Db` in place of the
-/// transaction and runs the body through [`Db::transaction`]:
+/// transaction and runs the body through [`Db::transaction`].
 ///
-/// - `#[transactional]`: one transaction; the arguments are moved in (any
-///   error type `E: From<Error>` works).
+/// # Options
+///
+/// There is one option, `retry`, in two forms; an unknown or repeated
+/// option is a compile error.
+///
+/// - `#[transactional]` (no option): one transaction; the arguments are
+///   moved in (any error type `E: From<Error>` works).
 /// - `#[transactional(retry)]`: [`Db::retry`] with
 ///   [`RetryPolicy::default()`]: every attempt is a new transaction that
 ///   runs the body again. Shared references (`&T`) are handed to each
 ///   attempt as they are; every other argument is cloned per attempt, so it
-///   must be `Clone`.
+///   must be `Clone`. The error type must be [`Error`].
 /// - `#[transactional(retry = expr)]`: the same with the [`RetryPolicy`]
 ///   `expr`, evaluated once per call.
 ///
@@ -195,8 +397,17 @@ pub use safesync_core::__private::prometheus;
 ///   idempotent itself. A handler that writes to the database should take
 ///   the `tx`.
 ///
-/// Options besides `stream` and `group`:
+/// # Options
 ///
+/// Written `#[queue_handler(key = value, …)]`; an unknown or repeated
+/// option is a compile error that lists the valid ones.
+///
+/// - `stream = "name"` (required): the Redis stream key the handler reads
+///   and `name::stream()` sends to — exactly this name, not prefixed, so
+///   producers in other languages can write to it. It must not be empty.
+/// - `group = "name"`: the consumer group; the fn's name when absent. Each
+///   group gets every entry of the stream once, and has its own dead
+///   letters (`{<stream>}:dead:<group>`).
 /// - `retry = expr` (a [`RetryPolicy`], evaluated when the worker
 ///   starts) or `retry = false` ([`RetryPolicy::never()`]): how this
 ///   handler's retryable errors (version conflicts, deadlocks, serialisation

@@ -13,7 +13,8 @@ use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
 /// Optimistic concurrency: `update`/`delete` check and advance a version
-/// column. See `safesync::Versioned`.
+/// column. Its attributes are documented at its re-export,
+/// `safesync::Versioned`.
 #[proc_macro_derive(Versioned, attributes(safesync))]
 pub fn derive_versioned(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -22,8 +23,8 @@ pub fn derive_versioned(input: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Row locks: `lock`, `lock_nowait`, `lock_skip_locked`. See
-/// `safesync::Locked`.
+/// Row locks: `lock`, `lock_nowait`, `lock_skip_locked`. Its attributes
+/// are documented at its re-export, `safesync::Locked`.
 #[proc_macro_derive(Locked, attributes(safesync))]
 pub fn derive_locked(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
