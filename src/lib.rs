@@ -49,11 +49,22 @@
 //! - `sqlite` (default): embedded SQLite.
 //! - `mysql`: MariaDB (tested: 10.11; 10.6 is the first with `SKIP LOCKED`)
 //!   and MySQL 8 (untested: only its error numbers and messages are
-//!   handled, see the README's "Which servers are tested").
+//!   handled, see "Which servers are tested" in CONTRIBUTING.md).
 //! - `postgres`: PostgreSQL (tested: 15).
 //! - `queue`: typed handlers on Redis Streams (`Worker`, `Stream`,
 //!   dead letters, health), with an exactly-once effect through a ledger
 //!   table in the handler's transaction.
+//!
+//! Every enabled backend must be able to store every field of a record, so
+//! a project without SQLite sets `default-features = false`.
+//!
+//! ## Reference and guides
+//!
+//! - [`derive@Versioned`] and [`derive@Locked`]: every `#[safesync(...)]`
+//!   attribute, with what it generates.
+//! - [`transactional`] and `queue_handler` (feature `queue`): every option.
+//! - [`guide`]: choosing a strategy; running the queue in production and
+//!   moving from Python's coti-safesync-framework (feature `queue`).
 
 pub use safesync_core::{
     AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, LockWait,
