@@ -40,6 +40,10 @@ pub(crate) enum Outcome {
     Duplicate,
     /// The delivery failed.
     Failed(Failure),
+    /// The handler rejected the payload for good
+    /// ([`Error::reject`](safesync_core::Error::reject)): the reason. No
+    /// retry or later delivery would help.
+    Rejected(String),
     /// The payload cannot be decoded: the reason.
     Undecodable(String),
     /// The entry was deleted or trimmed away while pending.

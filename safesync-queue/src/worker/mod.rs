@@ -118,7 +118,9 @@ use crate::metrics::QueueMetrics;
 /// - **Failures.** A handler's `Err` or panic rolls back and leaves the
 ///   entry pending; after [`claim_idle`](Worker::claim_idle) it is claimed
 ///   (`XAUTOCLAIM`) and delivered again. An entry whose payload cannot be
-///   decoded, or whose handler failed on its
+///   decoded, whose handler rejected it for good
+///   ([`Error::reject`]: no retry, no further delivery), or whose handler
+///   failed on its
 ///   [`max_deliveries`](Worker::max_deliveries)-th delivery, moves to
 ///   the group's own dead letters, `{<stream>}:dead:<group>`, with the
 ///   reason (at most 1 KiB; see [`dead_letters`](crate::dead_letters)) and is

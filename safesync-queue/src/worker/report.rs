@@ -34,7 +34,9 @@ pub struct Summary {
     pub already_acked: u64,
     /// Deliveries that failed (an error the retry policy did not retry or
     /// gave up on, a panic, a timeout, or a failed begin, ledger write or
-    /// commit): rolled back (if in a transaction), not acknowledged.
+    /// commit): rolled back (if in a transaction), not acknowledged. A
+    /// handler's [`Error::reject`](safesync_core::Error::reject) counts
+    /// here too, and its entry in `dead_lettered`.
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,

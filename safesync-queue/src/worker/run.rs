@@ -65,6 +65,15 @@ fn handler_failed(reason: String, timed: Timed) -> Outcome {
     })
 }
 
+/// What a handler's error `e` comes to: a rejection, or a failure of
+/// the handler.
+fn handler_error(e: &Error) -> Outcome {
+    match e.root() {
+        Error::Rejected(reason) => Outcome::Rejected(reason.clone()),
+        _ => handler_failed(e.to_string(), Timed::Error),
+    }
+}
+
 /// The narrow handle to the run stage: the database, whether to write the
 /// ledger, and where outcomes go.
 #[derive(Clone)]
@@ -196,7 +205,7 @@ impl Runner {
                 let deadline = tokio::time::Instant::now() + route.timeout;
                 match run_handler(move || run, deadline).await {
                     Ran::Ok => Outcome::Committed,
-                    Ran::Err(e) => handler_failed(e.to_string(), Timed::Error),
+                    Ran::Err(e) => handler_error(&e),
                     Ran::Panicked(m) => {
                         handler_failed(format!("the handler panicked: {m}"), Timed::Panic)
                     }
@@ -356,7 +365,14 @@ impl Runner {
             route.report.add(Event::TimedOut, 1);
             return handler_failed(timed_out(limit), Timed::Timeout);
         }
-        Outcome::Failed(worded(&e, stage, attempts.into_inner()))
+        let failure = worded(&e, stage, attempts.into_inner());
+        // The handler's own error: a rejection goes on as one.
+        if failure.handler
+            && let Error::Rejected(reason) = e.root()
+        {
+            return Outcome::Rejected(reason.clone());
+        }
+        Outcome::Failed(failure)
     }
 }
 

@@ -34,8 +34,9 @@ pub(crate) enum Decision {
 /// the failure of an earlier delivery seen here, if any.
 ///
 /// Done (committed, or already in the ledger) and deleted entries are
-/// acknowledged; a payload that cannot be decoded goes to the dead letters
-/// at once, since no delivery will decode it; a handler's failure on the
+/// acknowledged; a payload that cannot be decoded, or that the handler
+/// rejected ([`Error::reject`](safesync_core::Error::reject)), goes to the
+/// dead letters at once, since no delivery will do better; a handler's failure on the
 /// last allowed delivery goes there too, and so does an entry delivered
 /// more often than allowed; any other failure (the database's around the
 /// handler included) leaves the entry pending.
@@ -48,6 +49,10 @@ pub(crate) fn decide(
     match outcome {
         Outcome::Committed | Outcome::Duplicate | Outcome::Trimmed => Decision::Ack,
         Outcome::Undecodable(reason) => Decision::DeadLetter(cap_reason(reason).into_owned()),
+        Outcome::Rejected(reason) => Decision::DeadLetter(capped(&format!(
+            "the handler rejected the entry on delivery {deliveries}: {}",
+            cap_reason(reason)
+        ))),
         Outcome::OverLimit => {
             let last = last_error.unwrap_or("not seen by this worker");
             Decision::DeadLetter(capped(&format!(
@@ -142,6 +147,10 @@ impl Settler {
             Outcome::Failed(Failure { timed, .. }) => {
                 report.add(Event::Failed, 1);
                 Some(*timed)
+            }
+            Outcome::Rejected(_) => {
+                report.add(Event::Failed, 1);
+                Some(Timed::Error)
             }
             Outcome::Trimmed => {
                 report.add(Event::Trimmed, 1);
@@ -293,6 +302,17 @@ mod tests {
         assert_eq!(
             decide(&outcome, 1, 5, None),
             Decision::DeadLetter("not JSON".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_rejected_entry_is_dead_lettered_at_once() {
+        let outcome = Outcome::Rejected("no lines".to_owned());
+        assert_eq!(
+            decide(&outcome, 1, 5, None),
+            Decision::DeadLetter(
+                "the handler rejected the entry on delivery 1: no lines".to_owned()
+            )
         );
     }
 
