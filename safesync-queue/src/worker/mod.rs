@@ -54,7 +54,7 @@
 
 mod ack;
 mod commands;
-pub(crate) mod config;
+mod config;
 mod decode;
 mod delivery;
 mod dispatch;
