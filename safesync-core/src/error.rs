@@ -220,6 +220,13 @@ pub enum Error {
         mismatches: Vec<crate::schema::Mismatch>,
     },
 
+    /// A queue handler refuses its message for good: the payload decoded
+    /// but is not valid for the business (see [`Error::reject`]). The queue
+    /// worker moves the entry to the dead letters at once, without retries;
+    /// no retry policy retries it.
+    #[error("rejected: {0}")]
+    Rejected(String),
+
     /// A retry loop stopped: the last error, and how many attempts ran.
     #[error("gave up after {attempts} attempt(s) in {elapsed:?}: {last}")]
     RetriesExhausted {
@@ -301,6 +308,20 @@ impl Error {
             table: None,
             key: None,
         }
+    }
+
+    /// An [`Error::Rejected`]: returned by a queue handler, it sends the
+    /// entry to the dead letters at once, with `reason`, without retrying
+    /// it or waiting for further deliveries.
+    ///
+    /// ```
+    /// # use safesync_core::Error;
+    /// let e = Error::reject("order 7 has no lines");
+    /// assert_eq!(e.to_string(), "rejected: order 7 has no lines");
+    /// assert!(!e.is_retryable());
+    /// ```
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Error::Rejected(reason.into())
     }
 
     /// True for errors that a fresh attempt in a new transaction may not hit:

@@ -457,3 +457,12 @@ impl<H: PlainHandler> PlainBody for ErasedPlain<H> {
         }
     }
 }
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a non-string panic payload)".to_owned())
+}

@@ -59,11 +59,7 @@
 //! # Ok(()) }
 //! ```
 
-mod ack;
-mod claim;
-mod config;
 mod conn;
-mod consumer;
 mod dead_letter;
 mod entry;
 mod handler;
@@ -71,7 +67,6 @@ mod health;
 mod keys;
 mod ledger;
 mod metrics;
-mod process;
 mod stream;
 mod worker;
 
