@@ -281,8 +281,8 @@ pub use safesync_macros::Locked;
 ///
 /// # Options
 ///
-/// There is one option, `retry`, in two forms; an unknown or repeated
-/// option is a compile error.
+/// Options are comma-separated; an unknown or repeated option is a compile
+/// error, and every mistake is reported in one build.
 ///
 /// - `#[transactional]` (no option): one transaction; the arguments are
 ///   moved in (any error type `E: From<Error>` works).
@@ -293,10 +293,16 @@ pub use safesync_macros::Locked;
 ///   must be `Clone`. The error type must be [`Error`].
 /// - `#[transactional(retry = expr)]`: the same with the [`RetryPolicy`]
 ///   `expr`, evaluated once per call.
+/// - `crate = "path"`: where the generated code finds safesync, when your
+///   crate renames it (`use safesync as ss;` with `crate = "ss"`) or
+///   re-exports it (`crate = "my_app::db::safesync"`). Default `::safesync`.
 ///
 /// `&mut` arguments besides the transaction are rejected: a retried body
 /// could not get them again. The future the fn returns is `Send` when its
-/// arguments are, so it runs inside `tokio::spawn`.
+/// arguments are, so it runs inside `tokio::spawn`. Every mistake in the
+/// options and the signature is reported in one build, and the wrapper is
+/// still emitted whenever the signature allows one, so call sites do not
+/// error too.
 ///
 /// ```
 /// use safesync::prelude::*;
@@ -328,13 +334,38 @@ pub use safesync_macros::Locked;
 ///     Ok(a.balance)
 /// }
 ///
+/// fn patient() -> RetryPolicy {
+///     RetryPolicy::default().max_attempts(30)
+/// }
+///
+/// /// Retried under a policy of its own.
+/// #[transactional(retry = patient())]
+/// async fn withdraw(tx: &mut Tx<'_>, id: i64, amount: i64) -> Result<i64, Error> {
+///     let mut a = Account::find(tx, &id).await?.ok_or_else(Error::not_found)?;
+///     a.balance -= amount;
+///     a.update(tx).await?;
+///     Ok(a.balance)
+/// }
+///
+/// /// safesync under another name: `crate = "…"` tells the macro.
+/// mod renamed {
+///     use safesync as ss;
+///
+///     #[ss::transactional(retry, crate = "ss")]
+///     pub async fn touch_all(tx: &mut ss::Tx<'_>) -> Result<u64, ss::Error> {
+///         tx.execute("UPDATE accounts SET owner = owner").await
+///     }
+/// }
+///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let db = Db::connect("sqlite::memory:").await?;
 /// db.create_table::<Account>().await?;
 ///
 /// open(&db, 1, "ada").await?;
 /// assert_eq!(deposit(&db, 1, 10).await?, 10);
+/// assert_eq!(withdraw(&db, 1, 3).await?, 7);
 /// assert!(deposit(&db, 2, 10).await.is_err()); // no account 2: rolled back
+/// assert_eq!(renamed::touch_all(&db).await?, 1); // rows changed
 /// # Ok::<_, safesync::Error>(()) }).unwrap();
 /// ```
 ///
@@ -434,16 +465,27 @@ pub use safesync_core::__private::prometheus;
 ///   [`Worker::handler_timeout`] (default 30 s, or three quarters of
 ///   `claim_idle` when shorter). It must be below `claim_idle`, or [`Worker::run`] fails with
 ///   an [`Error::Config`].
+/// - `crate = "path"`: where the generated code finds safesync, when your
+///   crate renames it (`use safesync as ss;` with `crate = "ss"`) or
+///   re-exports it. Default `::safesync`.
 ///
-/// ```no_run
-/// # use safesync::prelude::*;
-/// # use safesync::queue_handler;
-/// # #[derive(serde::Serialize, serde::Deserialize)]
-/// # struct OrderPlaced { order_id: i64 }
+/// ```
+/// use std::time::Duration;
+///
+/// use safesync::prelude::*;
+/// use safesync::queue::{Handler, PlainHandler};
+/// use safesync::queue_handler;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct OrderPlaced {
+///     order_id: i64,
+/// }
+///
 /// fn patient() -> RetryPolicy {
 ///     RetryPolicy::default().max_attempts(30)
 /// }
 ///
+/// /// `retry = expr` and a literal `timeout`.
 /// #[queue_handler(stream = "orders", group = "stock", retry = patient(), timeout = "10s")]
 /// async fn reserve(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
 ///     tx.execute_with("UPDATE stock SET reserved = reserved + 1 WHERE order_id = ?", (msg.order_id,))
@@ -451,23 +493,54 @@ pub use safesync_core::__private::prometheus;
 ///     Ok(())
 /// }
 ///
-/// /// Once, no retries in place: a failure waits for `claim_idle`.
+/// /// `retry = false`: once, no retries in place; a failure waits for the
+/// /// next delivery.
 /// #[queue_handler(stream = "orders", group = "audit", retry = false)]
 /// async fn audit(tx: &mut Tx<'_>, msg: OrderPlaced) -> Result<(), Error> {
 ///     tx.execute_with("INSERT INTO audit (order_id) VALUES (?)", (msg.order_id,))
 ///         .await?;
 ///     Ok(())
 /// }
-/// # let _ = (reserve, audit);
+///
+/// const SLOW: Duration = Duration::from_secs(45);
+///
+/// /// No `group`: the group is `ship`. `timeout = expr`, a `Duration`.
+/// #[queue_handler(stream = "orders", timeout = SLOW)]
+/// async fn ship(msg: OrderPlaced) -> Result<(), Error> {
+///     let _ = msg.order_id;
+///     Ok(())
+/// }
+///
+/// /// safesync under another name: `crate = "…"` tells the macro.
+/// mod renamed {
+///     use safesync as ss;
+///
+///     #[ss::queue_handler(stream = "orders", group = "stats", crate = "ss")]
+///     pub async fn count(_tx: &mut ss::Tx<'_>, _order_id: i64) -> Result<(), ss::Error> {
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(Handler::retry_policy(&reserve), Some(patient()));
+/// assert_eq!(Handler::timeout(&reserve), Some(Duration::from_secs(10)));
+/// assert_eq!(Handler::retry_policy(&audit), Some(RetryPolicy::never()));
+/// assert_eq!(Handler::timeout(&audit), None); // the worker's
+/// assert_eq!(PlainHandler::group(&ship), "ship");
+/// assert_eq!(PlainHandler::timeout(&ship), Some(SLOW));
+/// assert_eq!(Handler::group(&renamed::count), "stats");
+/// assert_eq!(renamed::count::stream().name(), "orders");
 /// ```
 ///
 /// Rejected at compile time: a non-async fn, other arguments than
 /// `(tx: &mut Tx<'_>, msg: T)` or `(msg: T)`, a payload taken by reference
-/// or not serde-serializable, a missing or empty `stream`, an unknown
-/// option, `retry` on a plain handler or `retry = true`, a `timeout` that
-/// is not a whole number with a unit (or is zero) or not a `Duration`, a
-/// `retry` that is not a `RetryPolicy` — and sending anything but `T` to the
-/// stream.
+/// or not serde-serializable, a missing or empty `stream` or `group`, an
+/// unknown or repeated option, `retry` on a plain handler or `retry = true`,
+/// a `timeout` that is not a whole number with a unit (or is zero) or not a
+/// `Duration`, a `retry` that is not a `RetryPolicy`, a `crate` that is not
+/// a path — and sending anything but `T` to the stream. Every mistake is
+/// reported in one build; whenever the arguments name a payload the handler
+/// is still emitted (without the bad option), so `Worker::handle(name)`,
+/// `name::stream()` and `name::call(…)` do not error too.
 #[cfg(feature = "queue")]
 pub use safesync_macros::queue_handler;
 /// The queue (feature `queue`): typed streams, handlers and the worker

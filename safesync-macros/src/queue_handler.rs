@@ -8,19 +8,31 @@
 //! `PlainHandler` impl (without).
 //!
 //! Options besides `stream` and `group`: `retry = <expr>` (a
-//! `RetryPolicy`) or `retry = false`, for handlers with `tx` only; and
+//! `RetryPolicy`) or `retry = false`, for handlers with `tx` only;
 //! `timeout = "30s"` (a whole number with `ms`, `s`, `m` or `h`, checked
-//! here) or `timeout = <expr>` (a `Duration`).
+//! here) or `timeout = <expr>` (a `Duration`); `crate = "…"`, the path to
+//! safesync.
+//!
+//! Every mistake is reported in one build (through the derives' `Ctxt`).
+//! Whenever the fn's signature names a payload, the full expansion is
+//! emitted beside the errors, with a bad option left out, so call sites of
+//! `name`, `name::stream()` and `name::call` do not error too; otherwise
+//! the struct with `name::call`, the fn as written.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::parse::Parser as _;
 use syn::spanned::Spanned as _;
-use syn::{Expr, FnArg, ItemFn, Lit, LitStr, Pat, Type};
+use syn::{Expr, FnArg, ItemFn, Lit, LitStr, Type};
 
+use crate::internals::attr::{
+    Attr, crate_value, expr_value, path_string, skip_value, string_value,
+};
+use crate::internals::ctxt::Ctxt;
+use crate::internals::symbol::{
+    CRATE, GROUP, QUEUE_HANDLER, QUEUE_HANDLER_KEYS, RETRY, STREAM, TIMEOUT,
+};
 use crate::transactional::is_tx;
-
-const OPTIONS: &str = "`stream = \"…\"`, `group = \"…\"`, `retry = <RetryPolicy>` or `retry = false`, `timeout = \"30s\"` or `timeout = <Duration>`";
 
 /// `retry = …`: a policy expression, or `false` for none.
 enum Retry {
@@ -35,10 +47,14 @@ enum Timeout {
 }
 
 struct Options {
-    stream: Option<LitStr>,
-    group: Option<LitStr>,
-    retry: Option<(Retry, Span)>,
-    timeout: Option<Timeout>,
+    stream: Attr<LitStr>,
+    /// A `stream` key was written, even if its value was reported: no
+    /// second error saying it is missing.
+    stream_written: bool,
+    group: Attr<LitStr>,
+    retry: Attr<Retry>,
+    timeout: Attr<Timeout>,
+    krate: Attr<syn::Path>,
 }
 
 /// `"250ms"`, `"30s"`, `"5m"`, `"1h"` in milliseconds, or why not.
@@ -103,69 +119,82 @@ fn parse_timeout(value: Expr) -> syn::Result<Timeout> {
     Ok(Timeout::Expr(Box::new(value)))
 }
 
-fn parse_options(args: TokenStream) -> syn::Result<Options> {
+/// `key = <expr>` read by `parse` into `slot`; a missing or unreadable
+/// value is reported.
+fn parsed_value<T>(
+    cx: &mut Ctxt,
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    hint: &str,
+    parse: fn(Expr) -> syn::Result<T>,
+    slot: &mut Attr<T>,
+) -> syn::Result<()> {
+    let key = path_string(&meta.path);
+    if let Some(value) = expr_value(cx, meta, &key, "a value", hint)? {
+        match parse(value) {
+            Ok(v) => slot.set(cx, meta.path.span(), v),
+            Err(e) => cx.syn_error(e),
+        }
+    }
+    Ok(())
+}
+
+/// Every option; each mistake is reported and skipped, and parsing goes on.
+fn parse_options(cx: &mut Ctxt, args: TokenStream) -> Options {
     let mut opts = Options {
-        stream: None,
-        group: None,
-        retry: None,
-        timeout: None,
+        stream: Attr::of(QUEUE_HANDLER, STREAM),
+        stream_written: false,
+        group: Attr::of(QUEUE_HANDLER, GROUP),
+        retry: Attr::of(QUEUE_HANDLER, RETRY),
+        timeout: Attr::of(QUEUE_HANDLER, TIMEOUT),
+        krate: Attr::of(QUEUE_HANDLER, CRATE),
     };
     let parser = syn::meta::parser(|meta| {
-        if meta.path.is_ident("retry") || meta.path.is_ident("timeout") {
-            let retry = meta.path.is_ident("retry");
-            let span = meta.path.span();
-            let value: Expr = meta.value()?.parse()?;
-            let duplicate = if retry {
-                opts.retry.is_some()
+        let span = meta.path.span();
+        if meta.path.is_ident(STREAM) || meta.path.is_ident(GROUP) {
+            let is_stream = meta.path.is_ident(STREAM);
+            opts.stream_written |= is_stream;
+            let (key, example, what) = if is_stream {
+                (STREAM, "orders", "the Redis stream key")
             } else {
-                opts.timeout.is_some()
+                (GROUP, "billing", "the consumer group")
             };
-            if duplicate {
-                let key = if retry { "retry" } else { "timeout" };
-                return Err(syn::Error::new(span, format!("duplicate `{key}` option")));
+            if let Some(lit) = string_value(cx, &meta, QUEUE_HANDLER, key, example)? {
+                if lit.value().trim().is_empty() {
+                    cx.error_spanned_by(
+                        &lit,
+                        format!(
+                            "`{key}` must not be empty; name {what}, e.g. `{key} = \"{example}\"`"
+                        ),
+                    );
+                } else if is_stream {
+                    opts.stream.set(cx, span, lit);
+                } else {
+                    opts.group.set(cx, span, lit);
+                }
             }
-            if retry {
-                opts.retry = Some((parse_retry(value)?, span));
-            } else {
-                opts.timeout = Some(parse_timeout(value)?);
+        } else if meta.path.is_ident(RETRY) {
+            let hint = "write `#[queue_handler(retry = my_policy())]`, or `retry = false` for none";
+            parsed_value(cx, &meta, hint, parse_retry, &mut opts.retry)?;
+        } else if meta.path.is_ident(TIMEOUT) {
+            let hint = "write `#[queue_handler(timeout = \"30s\")]` or `timeout = <Duration>`";
+            parsed_value(cx, &meta, hint, parse_timeout, &mut opts.timeout)?;
+        } else if meta.path.is_ident(CRATE) {
+            if let Some(path) = crate_value(cx, &meta, QUEUE_HANDLER)? {
+                opts.krate.set(cx, span, path);
             }
-            return Ok(());
-        }
-        let slot = if meta.path.is_ident("stream") {
-            &mut opts.stream
-        } else if meta.path.is_ident("group") {
-            &mut opts.group
         } else {
-            let name = quote::ToTokens::to_token_stream(&meta.path).to_string();
-            return Err(meta.error(format!(
-                "unknown queue_handler option `{name}`; expected {OPTIONS}"
+            let name = path_string(&meta.path);
+            cx.syn_error(meta.error(format!(
+                "unknown queue_handler option `{name}`; expected {QUEUE_HANDLER_KEYS}"
             )));
-        };
-        let key = meta
-            .path
-            .get_ident()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        let lit: LitStr = meta.value()?.parse()?;
-        if slot.is_some() {
-            return Err(syn::Error::new(
-                lit.span(),
-                format!("duplicate `{key}` option"),
-            ));
+            skip_value(&meta)?;
         }
-        if lit.value().trim().is_empty() {
-            return Err(syn::Error::new(
-                lit.span(),
-                format!(
-                    "`{key}` must not be empty; name the Redis stream key, e.g. `{key} = \"orders\"`"
-                ),
-            ));
-        }
-        *slot = Some(lit);
         Ok(())
     });
-    parser.parse2(args)?;
-    Ok(opts)
+    if let Err(e) = parser.parse2(args) {
+        cx.syn_error(e);
+    }
+    opts
 }
 
 fn typed(a: &FnArg) -> Option<&syn::PatType> {
@@ -187,109 +216,119 @@ enum Form {
     Plain,
 }
 
-/// The payload must be taken by value.
-fn by_value(arg: &syn::PatType) -> syn::Result<()> {
+/// The payload must be taken by value; `false` after reporting it is not.
+fn by_value(cx: &mut Ctxt, arg: &syn::PatType) -> bool {
     if let Type::Reference(r) = &*arg.ty {
-        return Err(syn::Error::new_spanned(
+        cx.error_spanned_by(
             r,
             "the payload is decoded from the message and handed over by value; take it as `msg: Payload`, not a reference",
-        ));
+        );
+        return false;
     }
-    Ok(())
+    true
 }
 
-/// The form, and the payload argument: `msg: T`, taken by value.
-fn payload(func: &ItemFn) -> syn::Result<(Form, &Pat, &Type)> {
+/// The form and the payload type (`msg: T`, taken by value); `None` after
+/// reporting every mistake in the arguments.
+fn payload<'a>(cx: &mut Ctxt, func: &'a ItemFn) -> Option<(Form, &'a Type)> {
     let sig = &func.sig;
+    let parens = sig.paren_token.span.join();
     if let Some(receiver) = sig.receiver() {
-        return Err(syn::Error::new_spanned(
+        cx.error_spanned_by(
             receiver,
             format!("a queue handler cannot take `self`; {HOW}"),
-        ));
+        );
+        return None;
     }
-    let args: Vec<_> = sig.inputs.iter().collect();
+    let args: Vec<_> = sig.inputs.iter().filter_map(typed).collect();
     match args.as_slice() {
         [only] => {
-            let Some(only) = typed(only) else {
-                return Err(syn::Error::new(sig.paren_token.span.join(), HOW));
-            };
             if is_tx(&only.ty) {
-                return Err(syn::Error::new(
-                    sig.paren_token.span.join(),
+                cx.syn_error(syn::Error::new(
+                    parens,
                     format!("missing payload argument after the transaction: {HOW}"),
                 ));
+                return None;
             }
-            by_value(only)?;
-            Ok((Form::Plain, &only.pat, &only.ty))
+            by_value(cx, only).then_some((Form::Plain, &*only.ty))
         }
         [first, second] => {
-            let (Some(first), Some(second)) = (typed(first), typed(second)) else {
-                return Err(syn::Error::new(sig.paren_token.span.join(), HOW));
-            };
-            if !is_tx(&first.ty) {
-                return Err(syn::Error::new_spanned(
+            let tx_first = is_tx(&first.ty);
+            if !tx_first {
+                cx.error_spanned_by(
                     &first.ty,
                     format!(
                         "with two arguments, the first argument of a queue handler must be the transaction, `tx: &mut Tx<'_>`; {HOW}"
                     ),
-                ));
+                );
             }
-            by_value(second)?;
-            Ok((Form::Tx, &second.pat, &second.ty))
+            // `(msg, tx)`, the two swapped, is one mistake, reported above.
+            let by_value = is_tx(&second.ty) || by_value(cx, second);
+            (tx_first && by_value).then_some((Form::Tx, &*second.ty))
         }
-        [] => Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            format!("missing payload argument: {HOW}"),
-        )),
-        [_, _, extra, ..] => Err(syn::Error::new_spanned(
-            extra,
-            format!("too many arguments: {HOW}"),
-        )),
+        [] => {
+            cx.syn_error(syn::Error::new(
+                parens,
+                format!("missing payload argument: {HOW}"),
+            ));
+            None
+        }
+        [_, _, extra, ..] => {
+            cx.error_spanned_by(extra, format!("too many arguments: {HOW}"));
+            None
+        }
     }
 }
 
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let func: ItemFn = match syn::parse2(item) {
-        Ok(f) => f,
-        Err(e) => return e.into_compile_error(),
-    };
-    match expand_fn(args, &func) {
-        Ok(tokens) => tokens,
-        // Keep the fn so call sites and IDEs still resolve it.
+    let mut cx = Ctxt::default();
+    let opts = parse_options(&mut cx, args);
+    let expanded = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(func) => expand_fn(&mut cx, opts, &func),
         Err(e) => {
-            let err = e.into_compile_error();
-            quote!(#err #func)
+            cx.syn_error(syn::Error::new(
+                e.span(),
+                format!("`#[queue_handler]` goes on an `async fn`: {e}"),
+            ));
+            item
         }
-    }
+    };
+    let errors = cx.check().err().map(syn::Error::into_compile_error);
+    quote!(#errors #expanded)
 }
 
 /// The `retry_policy` and `timeout` methods of the handler impl, from the
 /// `retry` and `timeout` options (none when not given).
 fn settings_fns(
+    cx: &mut Ctxt,
+    krate: &TokenStream,
     form: &Form,
-    retry: Option<(Retry, Span)>,
-    timeout: Option<Timeout>,
-) -> syn::Result<(Option<TokenStream>, Option<TokenStream>)> {
-    if let (Form::Plain, Some((_, span))) = (form, &retry) {
-        return Err(syn::Error::new(
-            *span,
-            "`retry` is for handlers that take `tx`: a plain handler has no transaction to run again (its failures are delivered again after `claim_idle`)",
-        ));
-    }
-    let core = quote!(::safesync);
-    let retry_fn = retry.map(|(retry, _)| {
+    retry: Attr<Retry>,
+    timeout: Attr<Timeout>,
+) -> (Option<TokenStream>, Option<TokenStream>) {
+    let retry = match (form, retry.span()) {
+        (Form::Plain, Some(span)) => {
+            cx.syn_error(syn::Error::new(
+                span,
+                "`retry` is for handlers that take `tx`: a plain handler has no transaction to run again (its failures are delivered again after `claim_idle`)",
+            ));
+            None
+        }
+        _ => retry.take(),
+    };
+    let retry_fn = retry.map(|retry| {
         let policy = match retry {
-            Retry::Never(span) => quote_spanned!(span=> #core::RetryPolicy::never()),
+            Retry::Never(span) => quote_spanned!(span=> #krate::RetryPolicy::never()),
             Retry::Policy(expr) => quote_spanned!(expr.span()=> #expr),
         };
         quote! {
-            fn retry_policy(&self) -> ::core::option::Option<#core::RetryPolicy> {
-                let policy: #core::RetryPolicy = #policy;
+            fn retry_policy(&self) -> ::core::option::Option<#krate::RetryPolicy> {
+                let policy: #krate::RetryPolicy = #policy;
                 ::core::option::Option::Some(policy)
             }
         }
     });
-    let timeout_fn = timeout.map(|timeout| {
+    let timeout_fn = timeout.take().map(|timeout| {
         let duration = match timeout {
             Timeout::Millis(ms, span) => {
                 quote_spanned!(span=> ::core::time::Duration::from_millis(#ms))
@@ -303,43 +342,72 @@ fn settings_fns(
             }
         }
     });
-    Ok((retry_fn, timeout_fn))
+    (retry_fn, timeout_fn)
 }
 
-fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
-    let opts = parse_options(args)?;
-    let Some(stream) = opts.stream else {
-        return Err(syn::Error::new(
+/// The handler struct, its `stream()` and `call`, and its handler impl —
+/// or, when the signature names no payload, the struct with `call` alone.
+fn expand_fn(cx: &mut Ctxt, opts: Options, func: &ItemFn) -> TokenStream {
+    let name = &func.sig.ident;
+    let krate = opts.krate.krate();
+    let stream = opts.stream.get().cloned();
+    if stream.is_none() && !opts.stream_written {
+        cx.syn_error(syn::Error::new(
             Span::call_site(),
             "`#[queue_handler]` needs the stream key: `#[queue_handler(stream = \"orders\")]`",
         ));
-    };
+    }
+    // Reported, then expanded as if `async` were written.
     if func.sig.asyncness.is_none() {
-        return Err(syn::Error::new_spanned(
+        cx.error_spanned_by(
             func.sig.fn_token,
             "the `async` keyword is missing from the queue handler's fn",
-        ));
+        );
     }
-    if !func.sig.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
+    let generic = !func.sig.generics.params.is_empty();
+    if generic {
+        cx.error_spanned_by(
             &func.sig.generics,
             "a queue handler cannot be generic: its payload type is decoded from the stream",
-        ));
+        );
     }
-    let (form, _, payload_ty) = payload(func)?;
-    let (retry_fn, timeout_fn) = settings_fns(&form, opts.retry, opts.timeout)?;
+    let payload = payload(cx, func);
 
-    let name = &func.sig.ident;
-    let group = opts
-        .group
-        .unwrap_or_else(|| LitStr::new(&name.to_string(), name.span()));
     let vis = &func.vis;
     // Docs describe the handler (the struct); other attributes stay on the fn.
     let docs = func.attrs.iter().filter(|a| a.path().is_ident("doc"));
     let mut call = func.clone();
     call.sig.ident = syn::Ident::new("call", name.span());
     call.attrs.retain(|a| !a.path().is_ident("doc"));
-    let q = quote!(::safesync::__private::queue);
+    let strukt = quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        #vis struct #name;
+    };
+    let (form, payload_ty) = match payload {
+        Some(found) if !generic => found,
+        // No payload type to build a handler on: the struct and `call` as
+        // written keep `name` and `name::call` resolving.
+        _ => {
+            return quote! {
+                #strukt
+                impl #name {
+                    #[allow(dead_code)]
+                    #call
+                }
+            };
+        }
+    };
+    call.sig.asyncness = Some(syn::Token![async](func.sig.fn_token.span));
+    let settings = settings_fns(cx, &krate, &form, opts.retry, opts.timeout);
+    // A missing stream was reported; the fn's name stands in.
+    let stream = stream.unwrap_or_else(|| LitStr::new(&name.to_string(), name.span()));
+    let group = opts
+        .group
+        .take()
+        .unwrap_or_else(|| LitStr::new(&name.to_string(), name.span()));
+    let q = quote!(#krate::__private::queue);
     let check_payload = quote_spanned! {payload_ty.span()=>
         const _: fn() = || {
             fn payload_is_deserializable<T: #q::__private::Payload>() {}
@@ -347,7 +415,43 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
         };
     };
 
-    let handler_impl = match form {
+    let handler_impl = handler_impl(&krate, name, &form, payload_ty, &stream, &group, settings);
+
+    quote! {
+        #strukt
+
+        #check_payload
+
+        impl #name {
+            /// The typed stream this handler consumes: `send` accepts only its payload type.
+            #[allow(dead_code)]
+            #vis const fn stream() -> #q::Stream<#payload_ty> {
+                #q::Stream::new(#stream)
+            }
+
+            /// The handler's own fn, to call directly (e.g. in tests).
+            #[allow(dead_code)]
+            #call
+        }
+
+        #handler_impl
+    }
+}
+
+/// `impl Handler` (with `tx`) or `impl PlainHandler` for the struct `name`,
+/// with the `retry_policy` and `timeout` methods of `settings`.
+fn handler_impl(
+    krate: &TokenStream,
+    name: &syn::Ident,
+    form: &Form,
+    payload_ty: &Type,
+    stream: &LitStr,
+    group: &LitStr,
+    settings: (Option<TokenStream>, Option<TokenStream>),
+) -> TokenStream {
+    let (retry_fn, timeout_fn) = settings;
+    let q = quote!(#krate::__private::queue);
+    match form {
         Form::Tx => quote! {
             #[automatically_derived]
             impl #q::Handler for #name {
@@ -360,9 +464,9 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
                 }
                 fn handle<'t>(
                     &'t self,
-                    tx: &'t mut ::safesync::Tx<'_>,
+                    tx: &'t mut #krate::Tx<'_>,
                     msg: Self::Payload,
-                ) -> ::safesync::__private::BoxFuture<'t, ::core::result::Result<(), ::safesync::Error>> {
+                ) -> #krate::__private::BoxFuture<'t, ::core::result::Result<(), #krate::Error>> {
                     ::std::boxed::Box::pin(#name::call(tx, msg))
                 }
                 #retry_fn
@@ -382,36 +486,13 @@ fn expand_fn(args: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
                 fn handle(
                     &self,
                     msg: Self::Payload,
-                ) -> ::safesync::__private::BoxFuture<'_, ::core::result::Result<(), ::safesync::Error>> {
+                ) -> #krate::__private::BoxFuture<'_, ::core::result::Result<(), #krate::Error>> {
                     ::std::boxed::Box::pin(#name::call(msg))
                 }
                 #timeout_fn
             }
         },
-    };
-
-    Ok(quote! {
-        #(#docs)*
-        #[allow(non_camel_case_types)]
-        #[derive(Debug, Clone, Copy, Default)]
-        #vis struct #name;
-
-        #check_payload
-
-        impl #name {
-            /// The typed stream this handler consumes: `send` accepts only its payload type.
-            #[allow(dead_code)]
-            #vis const fn stream() -> #q::Stream<#payload_ty> {
-                #q::Stream::new(#stream)
-            }
-
-            /// The handler's own fn, to call directly (e.g. in tests).
-            #[allow(dead_code)]
-            #call
-        }
-
-        #handler_impl
-    })
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,7 @@ use crate::internals::ast::{Container, Field};
 /// The path generated code uses for the runtime: `::safesync` or the
 /// container's `crate = "…"`.
 pub(crate) fn krate(cont: &Container<'_>) -> TokenStream {
-    cont.attrs
-        .krate
-        .get()
-        .map_or_else(|| quote!(::safesync), |path| quote!(#path))
+    cont.attrs.krate.krate()
 }
 
 /// `impl Table` and `impl<DB> RowCodec<DB>` for the record.

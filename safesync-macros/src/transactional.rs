@@ -24,14 +24,17 @@
 //! ```
 //! The nested fn has the user's name, so a recursive call in the body means
 //! the transaction-taking fn, as written. Without `retry` the arguments are
-//! moved into one `db.transaction(…)`.
+//! moved into one `db.transaction(…)`. With `crate = "ss"`, every
+//! `::safesync` above is `ss`.
 
 use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, FnArg, GenericParam, ItemFn, Pat, PatType, ReturnType, Token, Type};
 
-const RETRY: &str = "retry";
+use crate::internals::attr::{Attr, at_end_of_item, crate_value, path_string, skip_value};
+use crate::internals::ctxt::Ctxt;
+use crate::internals::symbol::{CRATE, RETRY, TRANSACTIONAL, TRANSACTIONAL_KEYS};
 
 /// `retry` or `retry = <expr>`.
 enum Policy {
@@ -40,97 +43,70 @@ enum Policy {
 }
 
 /// The parsed `#[transactional(…)]` options.
-#[derive(Default)]
 struct Options {
-    /// `None`: one transaction.
-    retry: Option<Policy>,
-}
-
-/// Every error of one expansion, so a user sees all mistakes in one build.
-#[derive(Default)]
-struct Errors(Option<syn::Error>);
-
-impl Errors {
-    fn push(&mut self, err: syn::Error) {
-        match &mut self.0 {
-            Some(first) => first.combine(err),
-            None => self.0 = Some(err),
-        }
-    }
-
-    fn spanned<T: ToTokens, M: std::fmt::Display>(&mut self, obj: T, msg: M) {
-        self.push(syn::Error::new_spanned(obj, msg));
-    }
-
-    fn to_compile_error(&self) -> TokenStream {
-        self.0
-            .as_ref()
-            .map(syn::Error::to_compile_error)
-            .unwrap_or_default()
-    }
+    /// Not given: one transaction.
+    retry: Attr<Policy>,
+    krate: Attr<syn::Path>,
 }
 
 /// The expansion: the wrapper, or the errors beside the best code that still
 /// compiles (the wrapper when the signature allows one, else the fn as
-/// written), so call sites and IDEs do not drown in follow-up errors.
+/// written), so call sites and IDEs do not drown in follow-up errors. Every
+/// mistake, in the options and in the signature, is reported in one build.
 pub(crate) fn expand(args: TokenStream, item: &TokenStream) -> TokenStream {
-    let mut errors = Errors::default();
-    let options = parse_options(&mut errors, args);
-    let func = match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(func) => func,
+    let mut cx = Ctxt::default();
+    let options = parse_options(&mut cx, args);
+    let expanded = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(func) => wrapper(&mut cx, &options, &func).unwrap_or_else(|| quote!(#func)),
         Err(e) => {
-            errors.push(syn::Error::new(
+            cx.syn_error(syn::Error::new(
                 e.span(),
                 format!("`#[transactional]` goes on an `async fn`: {e}"),
             ));
-            let errors = errors.to_compile_error();
-            return quote!(#errors #item);
+            item.clone()
         }
     };
-    let expanded = match wrapper(&mut errors, &options, &func) {
-        Ok(wrapper) => wrapper,
-        Err(e) => {
-            errors.push(e);
-            quote!(#func)
-        }
-    };
-    let errors = errors.to_compile_error();
+    let errors = cx.check().err().map(syn::Error::into_compile_error);
     quote!(#errors #expanded)
 }
 
-/// `retry` | `retry = <expr>`, comma-separated; an empty list is fine.
-fn parse_options(errors: &mut Errors, args: TokenStream) -> Options {
-    let mut options = Options::default();
+/// `retry` | `retry = <expr>` | `crate = "…"`, comma-separated; an empty
+/// list is fine. Each mistake is reported and skipped.
+fn parse_options(cx: &mut Ctxt, args: TokenStream) -> Options {
+    let mut retry = Attr::of(TRANSACTIONAL, RETRY);
+    let mut krate = Attr::of(TRANSACTIONAL, CRATE);
     let parser = syn::meta::parser(|meta| {
+        let span = meta.path.span();
         if meta.path.is_ident(RETRY) {
-            let policy = if meta.input.peek(Token![=]) {
-                Policy::Expr(meta.value()?.parse::<Expr>()?)
-            } else if meta.input.is_empty() || meta.input.peek(Token![,]) {
-                Policy::Default
+            if meta.input.peek(Token![=]) {
+                let policy = Policy::Expr(meta.value()?.parse::<Expr>()?);
+                retry.set(cx, span, policy);
+            } else if at_end_of_item(&meta) {
+                retry.set(cx, span, Policy::Default);
             } else {
-                return Err(meta.error(
+                cx.syn_error(meta.error(
                     "`retry` takes no parentheses; write `#[transactional(retry)]` or \
                      `#[transactional(retry = my_policy())]`",
                 ));
-            };
-            if options.retry.is_some() {
-                errors.spanned(&meta.path, "duplicate `#[transactional(retry)]`");
-            } else {
-                options.retry = Some(policy);
+                skip_value(&meta)?;
             }
-            Ok(())
+        } else if meta.path.is_ident(CRATE) {
+            if let Some(path) = crate_value(cx, &meta, TRANSACTIONAL)? {
+                krate.set(cx, span, path);
+            }
         } else {
-            let name = meta.path.to_token_stream().to_string().replace(' ', "");
-            Err(meta.error(format!(
-                "unknown transactional option `{name}`; expected `retry` or `retry = …` \
-                 (a `RetryPolicy`)"
-            )))
+            let name = path_string(&meta.path);
+            cx.syn_error(meta.error(format!(
+                "unknown transactional option `{name}`; expected {TRANSACTIONAL_KEYS}"
+            )));
+            skip_value(&meta)?;
         }
+        Ok(())
     });
     if let Err(e) = syn::parse::Parser::parse2(parser, args) {
-        errors.push(e);
+        cx.syn_error(e);
     }
-    options
+    Options { retry, krate }
 }
 
 /// An argument after the transaction.
@@ -143,9 +119,9 @@ struct Arg<'a> {
     shared: bool,
 }
 
-/// The wrapper, or `Err` when the signature leaves no wrapper to write.
-/// Errors that still allow one are pushed to `errors`.
-fn wrapper(errors: &mut Errors, options: &Options, func: &ItemFn) -> syn::Result<TokenStream> {
+/// The wrapper, or `None` when the signature leaves no wrapper to write.
+/// Every mistake is reported to `cx`, those that leave no wrapper too.
+fn wrapper(cx: &mut Ctxt, options: &Options, func: &ItemFn) -> Option<TokenStream> {
     let ItemFn {
         attrs,
         vis,
@@ -157,17 +133,18 @@ fn wrapper(errors: &mut Errors, options: &Options, func: &ItemFn) -> syn::Result
     if sig.asyncness.is_none() {
         // Reported, then expanded as if `async` were written: the body is
         // most likely async code already.
-        errors.spanned(sig.fn_token, "`#[transactional]` needs an `async fn`");
+        cx.error_spanned_by(sig.fn_token, "`#[transactional]` needs an `async fn`");
     }
-    if let Some(qualifier) = qualifier(sig) {
-        return Err(syn::Error::new_spanned(
-            &qualifier,
+    let qualified = qualifier(sig).inspect(|qualifier| {
+        cx.error_spanned_by(
+            qualifier,
             format!("`#[transactional]` does not support `{qualifier} fn`"),
-        ));
-    }
-    let ret = check_output(&sig.output, sig)?;
-    check_tx(sig)?;
-    let args = arguments(errors, sig);
+        );
+    });
+    let ret = check_output(cx, &sig.output, sig);
+    let tx_first = check_tx(cx, sig);
+    let args = arguments(cx, sig, tx_first);
+    let ret = ret.filter(|_| tx_first && qualified.is_none())?;
 
     // Errors about the return type (an error type `retry` cannot classify,
     // or one without `From<safesync::Error>`) are raised by several pieces
@@ -191,7 +168,8 @@ fn wrapper(errors: &mut Errors, options: &Options, func: &ItemFn) -> syn::Result
     inner_sig.asyncness = Some(Token![async](sig.fn_token.span));
     let inner = quote!(#inner_sig #block);
 
-    let run = run(options, sig, &args, &db, ret, err_span);
+    let krate = options.krate.krate();
+    let run = run(options, &krate, sig, &args, &db, ret, err_span);
     let params = args.iter().map(|a| {
         let (name, ty) = (&a.name, a.ty);
         quote!(#name: #ty)
@@ -204,10 +182,10 @@ fn wrapper(errors: &mut Errors, options: &Options, func: &ItemFn) -> syn::Result
         ..
     } = sig;
     let where_clause = &generics.where_clause;
-    Ok(quote! {
+    Some(quote! {
         #(#attrs)*
         #vis #asyncness #fn_token #fn_name #generics (
-            #db_param: &::safesync::Db,
+            #db_param: &#krate::Db,
             #(#params),*
         ) #output #where_clause {
             #inner
@@ -216,33 +194,42 @@ fn wrapper(errors: &mut Errors, options: &Options, func: &ItemFn) -> syn::Result
     })
 }
 
-/// The first argument is the transaction, `tx: &mut Tx<'_>`.
-fn check_tx(sig: &syn::Signature) -> syn::Result<()> {
+/// Whether the first argument is the transaction, `tx: &mut Tx<'_>`;
+/// reported when it is not.
+fn check_tx(cx: &mut Ctxt, sig: &syn::Signature) -> bool {
     if let Some(receiver) = sig.receiver() {
-        return Err(syn::Error::new_spanned(
+        cx.error_spanned_by(
             receiver,
             "a `#[transactional]` fn cannot take `self`; take the transaction as the first \
              argument, `tx: &mut Tx<'_>`, and anything else as further arguments",
-        ));
+        );
+        return false;
     }
     match sig.inputs.first() {
-        None => Err(syn::Error::new(
-            sig.paren_token.span.join(),
-            "a `#[transactional]` fn takes the transaction as its first argument: \
-             `tx: &mut Tx<'_>`",
-        )),
-        Some(FnArg::Typed(first)) if !is_tx(&first.ty) => Err(syn::Error::new_spanned(
-            &first.ty,
-            "the first argument of a `#[transactional]` fn must be the transaction, \
-             `tx: &mut Tx<'_>`; the wrapper takes `db: &Db` in its place",
-        )),
-        Some(_) => Ok(()),
+        None => {
+            cx.syn_error(syn::Error::new(
+                sig.paren_token.span.join(),
+                "a `#[transactional]` fn takes the transaction as its first argument: \
+                 `tx: &mut Tx<'_>`",
+            ));
+            false
+        }
+        Some(FnArg::Typed(first)) if !is_tx(&first.ty) => {
+            cx.error_spanned_by(
+                &first.ty,
+                "the first argument of a `#[transactional]` fn must be the transaction, \
+                 `tx: &mut Tx<'_>`; the wrapper takes `db: &Db` in its place",
+            );
+            false
+        }
+        Some(_) => true,
     }
 }
 
 /// The arguments after the transaction; `&mut` ones are reported (and then
-/// treated as shared, which keeps the expansion compiling).
-fn arguments<'a>(errors: &mut Errors, sig: &'a syn::Signature) -> Vec<Arg<'a>> {
+/// treated as shared, which keeps the expansion compiling) — except a
+/// transaction out of place, already reported by `check_tx`.
+fn arguments<'a>(cx: &mut Ctxt, sig: &'a syn::Signature, tx_first: bool) -> Vec<Arg<'a>> {
     let mut args = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate().skip(1) {
         let FnArg::Typed(PatType { pat, ty, .. }) = input else {
@@ -251,12 +238,14 @@ fn arguments<'a>(errors: &mut Errors, sig: &'a syn::Signature) -> Vec<Arg<'a>> {
         let ty: &Type = ty;
         let shared = match peel(ty) {
             Type::Reference(r) if r.mutability.is_some() => {
-                errors.spanned(
-                    ty,
-                    "a `#[transactional]` fn takes no `&mut` argument besides the transaction: \
+                if tx_first || !is_tx(ty) {
+                    cx.error_spanned_by(
+                        ty,
+                        "a `#[transactional]` fn takes no `&mut` argument besides the transaction: \
                      the body may run again in a new transaction; pass the value itself, a \
                      shared reference `&T`, or `&T` of a type with interior mutability",
-                );
+                    );
+                }
                 true
             }
             Type::Reference(_) => true,
@@ -275,13 +264,14 @@ fn arguments<'a>(errors: &mut Errors, sig: &'a syn::Signature) -> Vec<Arg<'a>> {
 /// `db.retry(…)` with a copy of the arguments per attempt.
 fn run(
     options: &Options,
+    krate: &TokenStream,
     sig: &syn::Signature,
     args: &[Arg<'_>],
     db: &syn::Ident,
     ret: &Type,
     err_span: Span,
 ) -> TokenStream {
-    let p = quote!(::safesync::__private);
+    let p = quote!(#krate::__private);
     let tx = syn::Ident::new("tx", Span::mixed_site());
     let fn_name = &sig.ident;
     let turbofish = {
@@ -309,7 +299,7 @@ fn run(
     let has_mut_ref = args
         .iter()
         .any(|a| matches!(peel(a.ty), Type::Reference(r) if r.mutability.is_some()));
-    let Some(policy) = options.retry.as_ref().filter(|_| !has_mut_ref) else {
+    let Some(policy) = options.retry.get().filter(|_| !has_mut_ref) else {
         let run = quote_spanned!(err_span=> #db.transaction);
         let run = call_at(
             err_span,
@@ -321,7 +311,7 @@ fn run(
 
     let policy = match policy {
         Policy::Default => {
-            quote!(<::safesync::RetryPolicy as ::core::default::Default>::default())
+            quote!(<#krate::RetryPolicy as ::core::default::Default>::default())
         }
         Policy::Expr(expr) => quote!(#expr),
     };
@@ -331,13 +321,17 @@ fn run(
         let span = a.ty.span();
         let name = &a.name;
         let arg = syn::Ident::new("arg", span);
-        let copy = quote_spanned!(span=> ::safesync::__private::RetryArg::per_attempt(#arg));
+        // The path wholly at the argument, as if written there: the
+        // user's `crate = "…"` path resolves the same from there.
+        let p = set_span(p.clone(), span);
+        let copy = quote_spanned!(span=> #p::RetryArg::per_attempt(#arg));
         quote!(let #name = { let #arg = &#name; #copy };)
     });
     // `<R as RetryResult>` with `R` at the error type too: the trait is
     // checked against the qualified path's self type.
     let ret = respan(ret.to_token_stream(), err_span);
-    let result = quote_spanned!(err_span=> <#ret as ::safesync::__private::RetryResult>);
+    let p_at_err = respan(p.clone(), err_span);
+    let result = quote_spanned!(err_span=> <#ret as #p_at_err::RetryResult>);
     let into = call_at(
         err_span,
         quote_spanned!(err_span=> #result::into_result),
@@ -361,15 +355,25 @@ fn run(
 
 /// `tokens` shown at `location`, each still resolved as before.
 fn respan(tokens: TokenStream, location: Span) -> TokenStream {
+    map_spans(tokens, &|span| location.resolved_at(span))
+}
+
+/// `tokens` at `span`, resolved from there too.
+fn set_span(tokens: TokenStream, span: Span) -> TokenStream {
+    map_spans(tokens, &|_| span)
+}
+
+/// `tokens` with every span, groups' included, replaced by `f(span)`.
+fn map_spans(tokens: TokenStream, f: &impl Fn(Span) -> Span) -> TokenStream {
     tokens
         .into_iter()
         .map(|mut token| {
             if let TokenTree::Group(g) = &token {
-                let mut group = Group::new(g.delimiter(), respan(g.stream(), location));
-                group.set_span(location.resolved_at(g.span()));
+                let mut group = Group::new(g.delimiter(), map_spans(g.stream(), f));
+                group.set_span(f(g.span()));
                 TokenTree::Group(group)
             } else {
-                token.set_span(location.resolved_at(token.span()));
+                token.set_span(f(token.span()));
                 token
             }
         })
@@ -397,15 +401,22 @@ fn qualifier(sig: &syn::Signature) -> Option<TokenStream> {
 
 /// The return type must be a `Result`: `Result<T, Error>`,
 /// `safesync::Result<T>`, or an alias whose name ends in `Result`.
-/// Returns the return type.
-fn check_output<'a>(output: &'a ReturnType, sig: &syn::Signature) -> syn::Result<&'a Type> {
+/// Returns the return type, or `None` after reporting it.
+fn check_output<'a>(
+    cx: &mut Ctxt,
+    output: &'a ReturnType,
+    sig: &syn::Signature,
+) -> Option<&'a Type> {
     const MSG: &str = "a `#[transactional]` fn returns `Result<T, safesync::Error>`: \
                        `Ok` commits, `Err` rolls back";
     match output {
-        ReturnType::Default => Err(syn::Error::new(
-            sig.paren_token.span.close(),
-            format!("{MSG}; add `-> Result<(), Error>`"),
-        )),
+        ReturnType::Default => {
+            cx.syn_error(syn::Error::new(
+                sig.paren_token.span.close(),
+                format!("{MSG}; add `-> Result<(), Error>`"),
+            ));
+            None
+        }
         ReturnType::Type(_, ty) => match peel(ty) {
             Type::Path(p)
                 if p.path
@@ -413,9 +424,12 @@ fn check_output<'a>(output: &'a ReturnType, sig: &syn::Signature) -> syn::Result
                     .last()
                     .is_some_and(|s| s.ident.to_string().ends_with("Result")) =>
             {
-                Ok(ty)
+                Some(ty)
             }
-            _ => Err(syn::Error::new_spanned(ty, MSG)),
+            _ => {
+                cx.error_spanned_by(ty, MSG);
+                None
+            }
         },
     }
 }

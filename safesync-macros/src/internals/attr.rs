@@ -1,4 +1,5 @@
-//! Parsing of `#[safesync(...)]` on the struct and on its fields.
+//! Parsing of `#[safesync(...)]` on the struct and on its fields, and the
+//! value readers shared with the attribute macros' options (`args`).
 //!
 //! A malformed key is reported and skipped, and parsing goes on with the next
 //! key, so one build shows every mistake. Whatever was malformed is remembered
@@ -15,22 +16,35 @@ use super::symbol::{
     COLUMN, CONTAINER_KEYS, CRATE, FIELD_KEYS, KEY, SAFESYNC, SCHEMA, SKIP, TABLE, VERSION,
 };
 
-/// A value given once, with the span of the attribute that gave it.
+/// A value given once, with the span of the key that gave it.
 pub(crate) struct Attr<T> {
+    /// The attribute it belongs to: `safesync`, `transactional`, …
+    owner: &'static str,
     name: &'static str,
     value: Option<(proc_macro2::Span, T)>,
 }
 
 impl<T> Attr<T> {
+    /// A `#[safesync(name …)]` key of the derives.
     fn none(name: &'static str) -> Self {
-        Attr { name, value: None }
+        Attr::of(SAFESYNC, name)
     }
 
-    fn set(&mut self, cx: &mut Ctxt, span: proc_macro2::Span, value: T) {
+    /// A key of `#[owner(…)]`, not given yet.
+    pub(crate) fn of(owner: &'static str, name: &'static str) -> Self {
+        Attr {
+            owner,
+            name,
+            value: None,
+        }
+    }
+
+    /// Sets the value; a second one is reported at `span` and ignored.
+    pub(crate) fn set(&mut self, cx: &mut Ctxt, span: proc_macro2::Span, value: T) {
         if self.value.is_some() {
             cx.syn_error(syn::Error::new(
                 span,
-                format!("duplicate `#[safesync({})]`", self.name),
+                format!("duplicate `#[{}({})]`", self.owner, self.name),
             ));
         } else {
             self.value = Some((span, value));
@@ -43,6 +57,21 @@ impl<T> Attr<T> {
 
     pub(crate) fn span(&self) -> Option<proc_macro2::Span> {
         self.value.as_ref().map(|(s, _)| *s)
+    }
+
+    pub(crate) fn take(self) -> Option<T> {
+        self.value.map(|(_, v)| v)
+    }
+}
+
+impl Attr<syn::Path> {
+    /// The path generated code uses for the runtime: the `crate = "…"`
+    /// given, or `::safesync`.
+    pub(crate) fn krate(&self) -> proc_macro2::TokenStream {
+        self.get().map_or_else(
+            || quote::quote!(::safesync),
+            quote::ToTokens::to_token_stream,
+        )
     }
 }
 
@@ -68,22 +97,16 @@ impl Container {
             let res = attr.parse_nested_meta(|meta| {
                 let span = meta.path.span();
                 if meta.path.is_ident(TABLE) {
-                    if let Some(s) = string_value(cx, &meta, TABLE, "accounts")? {
+                    if let Some(s) = string_value(cx, &meta, SAFESYNC, TABLE, "accounts")? {
                         c.table.set(cx, span, s);
                     }
                 } else if meta.path.is_ident(SCHEMA) {
-                    if let Some(s) = string_value(cx, &meta, SCHEMA, "billing")? {
+                    if let Some(s) = string_value(cx, &meta, SAFESYNC, SCHEMA, "billing")? {
                         c.schema.set(cx, span, s);
                     }
                 } else if meta.path.is_ident(CRATE) {
-                    if let Some(s) = string_value(cx, &meta, CRATE, "::safesync")? {
-                        match s.parse::<syn::Path>() {
-                            Ok(path) => c.krate.set(cx, span, path),
-                            Err(_) => cx.error_spanned_by(
-                                &s,
-                                "`crate` must be a path, e.g. `crate = \"::safesync\"`",
-                            ),
-                        }
+                    if let Some(path) = crate_value(cx, &meta, SAFESYNC)? {
+                        c.krate.set(cx, span, path);
                     }
                 } else {
                     let name = path_string(&meta.path);
@@ -136,7 +159,7 @@ impl Field {
                     flag(cx, &meta, SKIP)?;
                     f.skip.set(cx, span, ());
                 } else if meta.path.is_ident(COLUMN) {
-                    if let Some(s) = string_value(cx, &meta, COLUMN, "account_id")? {
+                    if let Some(s) = string_value(cx, &meta, SAFESYNC, COLUMN, "account_id")? {
                         f.column.set(cx, span, s);
                     }
                 } else {
@@ -168,21 +191,19 @@ fn flag(cx: &mut Ctxt, meta: &ParseNestedMeta<'_>, name: &str) -> syn::Result<()
     Ok(())
 }
 
-/// The string of `name = "…"`; `None` after reporting a missing or
-/// non-string value.
-fn string_value(
+/// The string of `name = "…"` in `#[owner(…)]`; `None` after reporting a
+/// missing or non-string value.
+pub(crate) fn string_value(
     cx: &mut Ctxt,
     meta: &ParseNestedMeta<'_>,
+    owner: &str,
     name: &str,
     example: &str,
 ) -> syn::Result<Option<LitStr>> {
-    let hint = format!("write `#[safesync({name} = \"{example}\")]`");
-    if !meta.input.peek(Token![=]) {
-        cx.syn_error(meta.error(format!("`{name}` needs a string value; {hint}")));
-        skip_value(meta)?;
+    let hint = format!("write `#[{owner}({name} = \"{example}\")]`");
+    let Some(expr) = expr_value(cx, meta, name, "a string value", &hint)? else {
         return Ok(None);
-    }
-    let expr: syn::Expr = meta.value()?.parse()?;
+    };
     match expr {
         syn::Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Str(s),
@@ -195,23 +216,61 @@ fn string_value(
     }
 }
 
+/// The expression of `name = <expr>`; `None` after reporting a missing
+/// value (`what` it needs, and a `hint` how to write one).
+pub(crate) fn expr_value(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    name: &str,
+    what: &str,
+    hint: &str,
+) -> syn::Result<Option<syn::Expr>> {
+    if !meta.input.peek(Token![=]) {
+        cx.syn_error(meta.error(format!("`{name}` needs {what}; {hint}")));
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    Ok(Some(meta.value()?.parse()?))
+}
+
+/// The path of `crate = "…"` in `#[owner(…)]`: where the generated code
+/// finds safesync when it is renamed or re-exported. `None` after reporting
+/// a value that is not a string holding a path.
+pub(crate) fn crate_value(
+    cx: &mut Ctxt,
+    meta: &ParseNestedMeta<'_>,
+    owner: &str,
+) -> syn::Result<Option<syn::Path>> {
+    let Some(s) = string_value(cx, meta, owner, CRATE, "::safesync")? else {
+        return Ok(None);
+    };
+    let path = s.parse::<syn::Path>().ok();
+    if path.is_none() {
+        cx.error_spanned_by(&s, "`crate` must be a path, e.g. `crate = \"::safesync\"`");
+    }
+    Ok(path)
+}
+
 /// Whether the current key is followed by `,` or the end of the list.
-fn at_end_of_item(meta: &ParseNestedMeta<'_>) -> bool {
+pub(crate) fn at_end_of_item(meta: &ParseNestedMeta<'_>) -> bool {
     meta.input.is_empty() || meta.input.peek(Token![,])
 }
 
 /// Consumes `= value` or `(…)` after a key that was already reported.
-fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(Token![=]) {
         let _: syn::Expr = meta.value()?.parse()?;
     } else if meta.input.peek(syn::token::Paren) {
-        let _content;
-        syn::parenthesized!(_content in meta.input);
+        let content;
+        syn::parenthesized!(content in meta.input);
+        // Left unread, the contents would be reported as unexpected.
+        let _: proc_macro2::TokenStream = content.parse()?;
     }
     Ok(())
 }
 
-fn path_string(path: &syn::Path) -> String {
+/// The key as written, for messages: `colour`, `a::b`.
+pub(crate) fn path_string(path: &syn::Path) -> String {
     quote::ToTokens::to_token_stream(path)
         .to_string()
         .replace(' ', "")
