@@ -10,6 +10,10 @@
 //! On SQLite (the default, a database file in the temp directory shared by
 //! both copies) the lock is an OS file lock beside the database file; on
 //! MySQL/MariaDB it is `GET_LOCK`, on PostgreSQL `pg_advisory_lock`.
+//!
+//! The job's result is written under the lock's fencing token: a copy that
+//! lost its lock while working (and was followed by another) has its write
+//! rejected with `Error::Fenced` instead of landing after its successor's.
 
 use std::time::Duration;
 
@@ -64,14 +68,27 @@ fn parse_args() -> Result<Args, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let db = Db::connect(&args.url).await?;
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS nightly_report (token BIGINT PRIMARY KEY, pid BIGINT NOT NULL)",
+    )
+    .await?;
     let me = std::process::id();
     match db.advisory_lock(JOB, args.wait).await {
         Ok(guard) => {
             println!("[{me}] holding `{JOB}`; working for {:?}", args.work);
             tokio::select! {
                 () = tokio::time::sleep(args.work) => {
+                    let token = guard.token();
+                    let mut tx = db.begin().await?;
+                    tx.execute_with(
+                        "INSERT INTO nightly_report (token, pid) VALUES (?, ?)",
+                        (i64::try_from(token)?, i64::from(me)),
+                    )
+                    .await?;
+                    tx.fence(&guard).await?; // Err(Fenced): a later copy holds the lock; nothing lands
+                    tx.commit().await?;
                     guard.release().await?;
-                    println!("[{me}] job done, lock released");
+                    println!("[{me}] job done under token {token}, lock released");
                 }
                 err = guard.lost() => {
                     println!("[{me}] stopping: {err}");

@@ -161,41 +161,14 @@ async fn separate_processes_never_hold_the_lock_together(backend: Backend) {
     t.exec("INSERT INTO counter (id, n, holders, max_holders) VALUES (1, 0, 0, 0)")
         .await;
     let name = common::unique("mutex");
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..PROCESSES)
-        .map(|_| {
-            tokio::process::Command::new(&exe)
-                .args([
-                    "--exact",
-                    "multiprocess_child",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .env(
-                    CHILD_ENV,
-                    format!("{}|{}|{}", backend.name(), t.namespace(), name),
-                )
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = tokio::time::timeout(Duration::from_secs(300), c.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "a child process failed: {}\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::processes::run(
+        "multiprocess_child",
+        CHILD_ENV,
+        [backend.name(), t.namespace(), &name],
+        PROCESSES,
+        Duration::from_secs(300),
+    )
+    .await;
     let (n, max) = read_counter(&t.db).await;
     eprintln!("{backend:?}: {n} critical sections, max concurrent holders {max}");
     assert_eq!(n, i64::try_from(PROCESSES).unwrap() * SECTIONS);
@@ -226,20 +199,9 @@ async fn read_counter(db: &Db) -> (i64, i64) {
 /// parent started this binary with the child variable set.
 #[test]
 fn multiprocess_child() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((backend, namespace, name, rt)) = common::processes::child(CHILD_ENV) else {
         return;
     };
-    let mut parts = spec.split('|');
-    let (backend, namespace, name) = (
-        Backend::from_name(parts.next().unwrap()),
-        parts.next().unwrap().to_owned(),
-        parts.next().unwrap().to_owned(),
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(2)
-        .build()
-        .unwrap();
     rt.block_on(async move {
         let db = common::attach(backend, &namespace).await;
         let greatest = if backend == Backend::Sqlite {

@@ -232,6 +232,8 @@ pub struct Db {
     lock_conns: SpareConns,
     /// Bound of every row-lock wait (and SQLite's write-lock wait).
     lock_timeout: Duration,
+    /// Set once the table of fencing tokens is known to exist.
+    fence_table: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Db {
@@ -308,6 +310,7 @@ impl Db {
             metrics: options.metrics.clone().unwrap_or_else(Metrics::global),
             lock_conns: SpareConns::new(options.idle_lock_connections),
             lock_timeout: options.lock_timeout,
+            fence_table: std::sync::Arc::default(),
         }
     }
 
@@ -319,6 +322,11 @@ impl Db {
     /// The bound of row-lock waits ([`DbOptions::lock_timeout`]).
     pub(crate) fn lock_timeout(&self) -> Duration {
         self.lock_timeout
+    }
+
+    /// Set once the table of fencing tokens exists.
+    pub(crate) fn fence_table(&self) -> &tokio::sync::OnceCell<()> {
+        &self.fence_table
     }
 
     /// Named-lock connections kept for reuse.

@@ -120,6 +120,32 @@ pub enum Error {
         name: String,
     },
 
+    /// [`Tx::fence`](crate::Tx::fence) found a newer fencing token of the
+    /// named lock than the guard's: another holder took the lock after this
+    /// one (which lost it, maybe without noticing). Roll the transaction
+    /// back: its writes must not land.
+    ///
+    /// ```
+    /// use safesync_core::Error;
+    ///
+    /// let err = Error::Fenced { name: "nightly-report".into(), token: 7, current: 8 };
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "named lock `nightly-report` was taken by a later holder (token 8) after this holder's token 7: its writes are fenced off, roll the transaction back"
+    /// );
+    /// ```
+    #[error(
+        "named lock `{name}` was taken by a later holder (token {current}) after this holder's token {token}: its writes are fenced off, roll the transaction back"
+    )]
+    Fenced {
+        /// The lock's name.
+        name: String,
+        /// The guard's token.
+        token: u64,
+        /// The newest token of the name in the database.
+        current: u64,
+    },
+
     /// A value could not be decoded into the type asked for.
     #[error("cannot decode {what}: {reason}")]
     Decode {

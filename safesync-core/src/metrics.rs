@@ -40,6 +40,7 @@ const HELD_BUCKETS: &[f64] = &[
 /// | `safesync_lock_acquire_latency_seconds` | histogram | `kind`, `outcome` |
 /// | `safesync_lock_held_seconds` | histogram | `kind` |
 /// | `safesync_lock_lost_total` | counter | `kind` |
+/// | `safesync_lock_fenced_total` | counter | `kind` |
 ///
 /// - `op` is `insert`, `insert_idempotent`, `update` or `delete`; `outcome`
 ///   is `ok`, `conflict`, `not_found`, `duplicate`, `already_exists` or
@@ -55,6 +56,8 @@ const HELD_BUCKETS: &[f64] = &[
 ///   `busy` (`lock_nowait` found the row held), `skipped` (`lock_skip_locked`
 ///   found the row absent or held), `absent` (no such row), `timeout` (the
 ///   database gave up waiting) or `error`.
+/// - `safesync_lock_fenced_total` counts [`Tx::fence`](crate::Tx::fence)
+///   calls that found a newer token of the lock ([`Error::Fenced`]).
 ///
 /// Recording never fails a database call and never panics.
 ///
@@ -82,6 +85,7 @@ struct Collectors {
     lock_acquire: HistogramVec,
     lock_held: HistogramVec,
     lock_lost: IntCounterVec,
+    lock_fenced: IntCounterVec,
 }
 
 impl fmt::Debug for Metrics {
@@ -201,10 +205,17 @@ impl Collectors {
                 ),
                 &["kind"],
             )?,
+            lock_fenced: IntCounterVec::new(
+                Opts::new(
+                    "safesync_lock_fenced_total",
+                    "Fenced transactions that found a newer token of their named lock, by lock kind.",
+                ),
+                &["kind"],
+            )?,
         })
     }
 
-    fn boxed(&self) -> [Box<dyn Collector>; 7] {
+    fn boxed(&self) -> [Box<dyn Collector>; 8] {
         [
             Box::new(self.writes.clone()),
             Box::new(self.write_latency.clone()),
@@ -213,6 +224,7 @@ impl Collectors {
             Box::new(self.lock_acquire.clone()),
             Box::new(self.lock_held.clone()),
             Box::new(self.lock_lost.clone()),
+            Box::new(self.lock_fenced.clone()),
         ]
     }
 }
@@ -349,6 +361,14 @@ impl Metrics {
             c.inc();
         }
     }
+
+    /// Counts a fenced transaction of a lock of `kind` that found a newer
+    /// token.
+    pub(crate) fn lock_fenced(&self, kind: &str) {
+        if let Ok(c) = self.inner.lock_fenced.get_metric_with_label_values(&[kind]) {
+            c.inc();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -411,6 +431,7 @@ mod tests {
         m.lock_acquired("advisory", "acquired", ms);
         m.lock_held("advisory", ms);
         m.lock_lost("advisory");
+        m.lock_fenced("advisory");
         let text = scrape(&registry);
         for line in [
             r#"safesync_db_write_total{op="update",outcome="conflict",table="t"} 1"#,
@@ -420,6 +441,7 @@ mod tests {
             r#"safesync_lock_acquire_latency_seconds_count{kind="advisory",outcome="acquired"} 1"#,
             r#"safesync_lock_held_seconds_count{kind="advisory"} 1"#,
             r#"safesync_lock_lost_total{kind="advisory"} 1"#,
+            r#"safesync_lock_fenced_total{kind="advisory"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

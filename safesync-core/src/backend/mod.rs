@@ -2,7 +2,8 @@
 //!
 //! Everything that differs between backends lives in its file: SQL
 //! spellings and placeholders, what its error codes mean, row-lock clauses,
-//! how a transaction begins (and bounds its row-lock waits), named locks,
+//! how a transaction begins (and bounds its row-lock waits), named locks
+//! and their fencing tokens,
 //! the idempotent insert, and the queue ledger's SQL.
 //!
 //! Adding a backend takes:
@@ -195,6 +196,31 @@ pub(crate) trait Backend: sqlx::Database + Sized {
         name: &str,
         timeout: Duration,
     ) -> impl Future<Output = Result<XactLock>> + Send;
+
+    // --- fencing tokens of named locks (`lock::fence`) --------------------
+
+    /// `CREATE TABLE IF NOT EXISTS safesync_fence (name … PRIMARY KEY,
+    /// token BIGINT NOT NULL)`.
+    const FENCE_DDL: &'static str;
+    /// The fence row's key for the lock `name`: the name as this backend's
+    /// named lock sees it, so that two names sharing a lock share a fence.
+    fn fence_key(name: &str) -> Cow<'_, str>;
+    /// In the transaction on `conn`: adds one to the token of `key`
+    /// (creating its row at 1) and returns the new token. Waits for
+    /// fenced transactions holding the row (bounded by the transaction's
+    /// lock timeout).
+    fn fence_next(
+        conn: &mut Self::Connection,
+        key: &str,
+    ) -> impl Future<Output = Result<i64>> + Send;
+    /// In the transaction on `conn`: the current token of `key`, read so
+    /// that no increment can commit before this transaction ends (a shared
+    /// row lock; SQLite: the write lock the transaction already holds);
+    /// `None` when it has no row.
+    fn fence_current(
+        conn: &mut Self::Connection,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
 
     // --- the queue's ledger ----------------------------------------------
 

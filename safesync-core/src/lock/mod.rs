@@ -12,11 +12,17 @@
 //! gone. A guard dropped without [`AdvisoryLock::release`], or whose future
 //! was cancelled, closes its connection, and the server frees the lock.
 //!
+//! Every acquisition with [`Db::advisory_lock`] gets a fencing token
+//! ([`AdvisoryLock::token`]) that [`Tx::fence`] checks; `fence` narrates
+//! the protocol.
+//!
 //! Files: this one has the guard and the entry points; `spare` keeps idle
 //! lock connections, `watch` pings a held lock's connection, `file` is
-//! SQLite's file and in-process locks; each server backend's session lives
-//! in its backend file.
+//! SQLite's file and in-process locks, `fence` issues and checks fencing
+//! tokens; each server backend's session and fence SQL live in its backend
+//! file.
 
+mod fence;
 #[cfg(feature = "sqlite")]
 pub(crate) mod file;
 mod spare;
@@ -147,6 +153,9 @@ pub struct AdvisoryLock {
     acquired_at: Instant,
     metrics: Metrics,
     metric_kind: &'static str,
+    /// The fencing token of this acquisition (0 for the session behind a
+    /// transaction-scoped lock, which has none and is never handed out).
+    token: u64,
 }
 
 impl std::fmt::Debug for AdvisoryLock {
@@ -154,13 +163,20 @@ impl std::fmt::Debug for AdvisoryLock {
         f.debug_struct("AdvisoryLock")
             .field("name", &self.name)
             .field("kind", &self.kind)
+            .field("token", &self.token)
             .field("held", &*self.held.borrow())
             .finish_non_exhaustive()
     }
 }
 
 impl AdvisoryLock {
-    fn start(name: &str, held: Held, db: &Db, ping: Duration, metric_kind: &'static str) -> Self {
+    fn start(
+        name: &str,
+        (held, token): (Held, u64),
+        db: &Db,
+        ping: Duration,
+        metric_kind: &'static str,
+    ) -> Self {
         let kind = held.session.kind();
         let can_be_lost = held.session.can_be_lost();
         let session = Arc::new(Mutex::new(Some(held.session)));
@@ -190,12 +206,34 @@ impl AdvisoryLock {
             acquired_at: Instant::now(),
             metrics: db.metrics().clone(),
             metric_kind,
+            token,
         }
     }
 
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This acquisition's fencing token: greater than every token issued
+    /// before for this name, by any process on any host that uses the same
+    /// database (it is kept there, in the table `safesync_fence`). Check it
+    /// with [`Tx::fence`] in the transaction that writes what the lock
+    /// protects.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// let first = db.advisory_lock("nightly-report", Duration::from_secs(1)).await?;
+    /// let token = first.token();
+    /// first.release().await?;
+    /// let second = db.advisory_lock("nightly-report", Duration::from_secs(1)).await?;
+    /// assert!(second.token() > token);
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn token(&self) -> u64 {
+        self.token
     }
 
     /// The database session holding the lock: MySQL's `CONNECTION_ID()`,
@@ -287,6 +325,16 @@ impl Db {
     /// Takes the named lock, waiting up to `timeout` (zero: try once);
     /// [`Error::LockTimeout`] when it stays busy. There is no wait-forever.
     ///
+    /// Once the lock is taken, its fencing token
+    /// ([`AdvisoryLock::token`]) is issued in a short transaction on this
+    /// `Db` (creating the table `safesync_fence` the first time). That
+    /// transaction waits for fenced transactions of earlier holders
+    /// ([`Tx::fence`]) to end, at most this `Db`'s
+    /// [`lock_timeout`](crate::DbOptions::lock_timeout); if it fails, the
+    /// lock is released and the error returned. On SQLite it is a write,
+    /// so it waits for the database's write lock: do not hold a
+    /// transaction of the same `Db` open while taking a named lock there.
+    ///
     /// An empty name, or a timeout over about 24.8 days, is
     /// [`Error::Config`] on every backend.
     ///
@@ -333,18 +381,28 @@ impl Db {
             "safesync.lock.acquire",
             kind = metric_kind,
             lock = name,
+            token = tracing::field::Empty,
             outcome = tracing::field::Empty
         );
         let timeout = options.timeout;
         let acquired = tracing::Instrument::instrument(
             async {
-                on_pool!(self.pool(), |p, DB| {
+                let held = on_pool!(self.pool(), |p, DB| {
                     <DB as Backend>::lock_named(self, &p.pool, name, timeout).await
-                })
+                })?;
+                match held {
+                    None => Ok(None),
+                    // A transaction-scoped lock has no guard to fence with.
+                    Some(held) if metric_kind == KIND_XACT => Ok(Some((held, 0))),
+                    Some(held) => self.issue_token(name, held).await.map(Some),
+                }
             },
             span.clone(),
         )
         .await;
+        if let Ok(Some((_, token))) = &acquired {
+            span.record("token", token);
+        }
         let outcome = match &acquired {
             Ok(Some(_)) => "acquired",
             Ok(None) => "timeout",

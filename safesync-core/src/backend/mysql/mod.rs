@@ -195,6 +195,48 @@ impl Backend for MySql {
         Ok(XactLock::UseSession)
     }
 
+    // The key is the name GET_LOCK sees (`lock_name`: at most 64 bytes,
+    // compared byte for byte as MariaDB 10.11 compares lock names).
+    const FENCE_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_fence (
+    name VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY,
+    token BIGINT NOT NULL
+) ENGINE = InnoDB";
+
+    fn fence_key(name: &str) -> Cow<'_, str> {
+        Cow::Owned(lock_name(name))
+    }
+
+    async fn fence_next(conn: &mut MySqlConnection, key: &str) -> Result<i64> {
+        sqlx::query(
+            "INSERT INTO safesync_fence (name, token) VALUES (?, 1) \
+             ON DUPLICATE KEY UPDATE token = token + 1",
+        )
+        .bind(key)
+        .execute(&mut *conn)
+        .await?;
+        // A current read of the row this transaction just locked.
+        Ok(
+            sqlx::query_scalar("SELECT token FROM safesync_fence WHERE name = ? FOR UPDATE")
+                .bind(key)
+                .fetch_one(conn)
+                .await?,
+        )
+    }
+
+    // A locking read: the current token (not the transaction's snapshot),
+    // and a shared lock that makes the increment wait until this
+    // transaction ends.
+    async fn fence_current(conn: &mut MySqlConnection, key: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar(
+                "SELECT token FROM safesync_fence WHERE name = ? LOCK IN SHARE MODE",
+            )
+            .bind(key)
+            .fetch_optional(conn)
+            .await?,
+        )
+    }
+
     // 255 + 255 + 41 characters of utf8mb4 stay under InnoDB's 3072-byte key.
     const LEDGER_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
     stream VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,

@@ -187,6 +187,36 @@ impl Backend for Postgres {
         }
     }
 
+    const FENCE_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_fence (
+    name TEXT NOT NULL PRIMARY KEY,
+    token BIGINT NOT NULL
+)";
+
+    fn fence_key(name: &str) -> Cow<'_, str> {
+        Cow::Borrowed(name)
+    }
+
+    async fn fence_next(conn: &mut PgConnection, key: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO safesync_fence (name, token) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET token = safesync_fence.token + 1 RETURNING token",
+        )
+        .bind(key)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    // FOR SHARE (not FOR KEY SHARE): it conflicts with the increment's
+    // update of the row, which then waits until this transaction ends.
+    async fn fence_current(conn: &mut PgConnection, key: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM safesync_fence WHERE name = $1 FOR SHARE")
+                .bind(key)
+                .fetch_optional(conn)
+                .await?,
+        )
+    }
+
     const LEDGER_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
     stream TEXT NOT NULL,
     consumer_group TEXT NOT NULL,

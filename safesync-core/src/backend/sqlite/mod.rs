@@ -138,6 +138,37 @@ impl Backend for Sqlite {
         Ok(XactLock::UseSession)
     }
 
+    const FENCE_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_fence (
+    name TEXT NOT NULL PRIMARY KEY,
+    token INTEGER NOT NULL
+)";
+
+    fn fence_key(name: &str) -> Cow<'_, str> {
+        Cow::Borrowed(name)
+    }
+
+    async fn fence_next(conn: &mut SqliteConnection, key: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO safesync_fence (name, token) VALUES (?, 1) \
+             ON CONFLICT (name) DO UPDATE SET token = token + 1 RETURNING token",
+        )
+        .bind(key)
+        .fetch_one(conn)
+        .await?)
+    }
+
+    // Every safesync transaction on SQLite is BEGIN IMMEDIATE: it holds the
+    // database's write lock from its start, so no increment (a write) can
+    // commit until it ends, in this process or any other.
+    async fn fence_current(conn: &mut SqliteConnection, key: &str) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT token FROM safesync_fence WHERE name = ?")
+                .bind(key)
+                .fetch_optional(conn)
+                .await?,
+        )
+    }
+
     const LEDGER_DDL: &'static str = "CREATE TABLE IF NOT EXISTS safesync_queue_ledger (
     stream TEXT NOT NULL,
     consumer_group TEXT NOT NULL,
