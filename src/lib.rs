@@ -56,9 +56,9 @@
 //!   table in the handler's transaction.
 
 pub use safesync_core::{
-    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, LockWait,
-    Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select, SqlType, Table, Tx,
-    Value, Versioned, advisory_key,
+    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, HeldNamedLock, Inserted,
+    LockOptions, LockWait, Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select,
+    SqlType, Table, Tx, Value, Versioned, advisory_key,
 };
 /// The derives share their names with the traits they implement.
 pub use safesync_macros::{Locked, Versioned};
