@@ -142,14 +142,42 @@ impl Secrets {
         self.0.sort_by_key(|p| std::cmp::Reverse(p.len()));
     }
 
-    /// `text` with every known password replaced by `***`.
+    /// `text` with every known password replaced by `***` where it stands
+    /// as a word of its own (in `user:password@host`, quoted, between
+    /// spaces), not where it is part of a longer name: a password
+    /// `safesync` leaves the table `safesync_queue_ledger` readable.
     pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for secret in &self.0 {
-            out = out.replace(secret.as_str(), "***");
+            out = replace_words(&out, secret);
         }
         out
     }
+}
+
+/// `text` with each occurrence of `word` that is not part of a longer
+/// name (no letter, digit or `_` right before or after) replaced by `***`.
+fn replace_words(text: &str, word: &str) -> String {
+    let is_name = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = if at == 0 {
+            out.chars().next_back()
+        } else {
+            rest[..at].chars().next_back()
+        };
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if is_name(before) || is_name(after) {
+            out.push_str(word);
+        } else {
+            out.push_str("***");
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `%XX` escapes decoded (invalid ones kept as they are).
@@ -228,6 +256,12 @@ mod tests {
         assert_eq!(
             s.redact("postgres://u:p%40ssw0rd@h/db p@ssw0rd hunter22"),
             "postgres://u:***@h/db *** ***"
+        );
+        let mut s = Secrets::default();
+        s.add_url("mysql://safesync:safesync@h/db");
+        assert_eq!(
+            s.redact("safesync:safesync@h `safesync_queue_ledger` 'safesync' safesync"),
+            "***:***@h `safesync_queue_ledger` '***' ***"
         );
     }
 }

@@ -10,8 +10,10 @@ use crate::Output;
 use crate::args::{DlqCommand, GroupArgs, QueueCommand};
 use crate::output::{Table, human_duration, json_value, millis, one_line, payload_text};
 
-/// Widest payload or reason shown in a `dlq list` row.
-const CELL: usize = 60;
+/// Widest reason shown in a `dlq list` row.
+const REASON_CELL: usize = 100;
+/// Widest payload shown in a `dlq list` row.
+const PAYLOAD_CELL: usize = 60;
 
 pub(crate) async fn queue(cmd: &QueueCommand) -> Result<Output> {
     match cmd {
@@ -214,8 +216,8 @@ fn list(at: &GroupArgs, dead: &[DeadLetter]) -> Output {
             d.original_id.clone(),
             d.consumer.clone(),
             d.deliveries.to_string(),
-            one_line(&d.reason, CELL),
-            one_line(&payload(d), CELL),
+            one_line(&d.reason, REASON_CELL),
+            one_line(&payload(d), PAYLOAD_CELL),
         ]);
     }
     let human = if dead.is_empty() {
