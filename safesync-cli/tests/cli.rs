@@ -708,7 +708,9 @@ async fn dlq_lists_shows_replays_and_purges_one_groups_dead_letters() {
     delete_stream(stream, &["billing", "audit"]).await;
 }
 
-/// `purge` deletes only its own group's dead letters.
+/// `purge` deletes only its own group's dead letters: in its own key, and
+/// in the key every group shared before (`<stream>:dead`, where older
+/// versions wrote them; set up here as they wrote them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dlq_purge_leaves_other_groups_dead_letters() {
     let stream: &'static str = Box::leak(unique("cli_purge").into_boxed_str());
@@ -720,6 +722,27 @@ async fn dlq_purge_leaves_other_groups_dead_letters() {
         .await
         .unwrap();
     dead_letter_in_both_groups(stream, 1).await;
+    let mut c = conn().await;
+    for group in ["billing", "audit"] {
+        let _: String = redis::cmd("XADD")
+            .arg(format!("{stream}:dead"))
+            .arg("*")
+            .arg("data")
+            .arg(r#"{"order_id":99}"#)
+            .arg("dead_original_id")
+            .arg("1-0")
+            .arg("dead_group")
+            .arg(group)
+            .arg("dead_consumer")
+            .arg("old-worker")
+            .arg("dead_deliveries")
+            .arg(5)
+            .arg("dead_reason")
+            .arg("from before per-group keys")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
 
     let purge = safesync(&[
         "dlq",
@@ -734,7 +757,7 @@ async fn dlq_purge_leaves_other_groups_dead_letters() {
     .ok();
     assert_eq!(
         purge.stdout,
-        format!("purged 1 dead letter(s) of group `billing` of stream `{stream}`\n")
+        format!("purged 2 dead letter(s) of group `billing` of stream `{stream}`\n")
     );
     assert!(
         safesync::queue::dead_letters(&redis, stream, "billing")
@@ -747,7 +770,8 @@ async fn dlq_purge_leaves_other_groups_dead_letters() {
             .await
             .unwrap()
             .len(),
-        1
+        2,
+        "audit's own dead letter and its old shared one stay"
     );
     delete_stream(stream, &["billing", "audit"]).await;
 }
