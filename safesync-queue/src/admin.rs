@@ -263,5 +263,11 @@ mod tests {
             }])
         );
         assert_eq!(parse_pending(Value::Array(vec![Value::Int(1)])), None);
+        let short = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"1-0".to_vec()),
+            Value::BulkString(b"w1".to_vec()),
+            Value::Int(1500),
+        ])]);
+        assert_eq!(parse_pending(short), None, "a reply without deliveries");
     }
 }
