@@ -1058,3 +1058,158 @@ async fn locks_on_an_in_memory_sqlite_database_say_they_cannot_be_listed() {
          inside the process that holds them: no other process can list them\n"
     );
 }
+
+/// A private MariaDB with the `metadata_lock_info` plugin loaded, on a
+/// free port (the shared server does not have it, and is not reconfigured).
+/// Run as `nobody` when the tests run as root: `mariadbd` refuses root.
+struct PrivateMariaDb {
+    port: u16,
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+}
+
+impl PrivateMariaDb {
+    fn start() -> PrivateMariaDb {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let user: &[&str] = if as_root {
+            let status = Command::new("chmod")
+                .arg("755")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let status = Command::new("chown")
+                .args(["-R", "nobody"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            &["--user=nobody"]
+        } else {
+            &[]
+        };
+        let install = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .args(user)
+            .arg(format!("--datadir={}", data.display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .output()
+            .expect("mariadb-install-db is installed (the MariaDB server package)");
+        assert!(install.status.success(), "{install:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = Command::new("mariadbd")
+            .arg("--no-defaults")
+            .args(user)
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg("--skip-log-bin")
+            .arg("--plugin-load-add=metadata_lock_info.so")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mariadbd is installed");
+        PrivateMariaDb { port, dir, server }
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/mysql", self.port)
+    }
+
+    /// Connects, waiting up to 30 s for the server to start.
+    async fn connect(&self) -> Db {
+        let start = Instant::now();
+        loop {
+            match Db::connect(&self.url()).await {
+                Ok(db) => return db,
+                Err(e) => assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "the private MariaDB in {} did not start: {e}",
+                    self.dir.path().display()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// With `metadata_lock_info`, MariaDB lists every named lock with its name
+/// and connection, no `--name` needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_on_mariadb_with_metadata_lock_info_lists_every_named_lock() {
+    let server = PrivateMariaDb::start();
+    let db = server.connect().await;
+    let first = db
+        .advisory_lock("nightly-report", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let second = db
+        .advisory_lock("invoice:7", Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let json = safesync(&["locks", "--db", &server.url(), "--json"])
+        .ok()
+        .json();
+    let mut held: Vec<(String, i64)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_owned(),
+                l["holder"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            ("invoice:7".to_owned(), second.session_id().unwrap()),
+            ("nightly-report".to_owned(), first.session_id().unwrap()),
+        ],
+        "{json}"
+    );
+    let human = safesync(&["locks", "--db", &server.url()]).ok();
+    let row: Vec<&str> = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("nightly-report "))
+        .unwrap_or_else(|| panic!("{human:?}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..3],
+        [
+            "nightly-report",
+            "-",
+            &first.session_id().unwrap().to_string()
+        ]
+    );
+    assert!(row[4].starts_with("root@"), "{human:?}");
+
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+    let after = safesync(&["locks", "--db", &server.url()]).ok();
+    assert_eq!(after.stdout, "no named locks held\n");
+    db.close().await;
+}
