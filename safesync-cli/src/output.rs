@@ -54,20 +54,28 @@ impl Table {
     }
 }
 
-/// A duration for people: `850ms`, `12.3s`, `4m05s`, `3h02m`, `2d04h`.
+/// A duration for people: `850ms`, `12.3s`, `4m05s`, `3h02m`, `2d04h`;
+/// a whole unit without its zero remainder (`7d`, `3h`, `4m`).
 pub(crate) fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
     let s = d.as_secs();
+    let two = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small:02}{small_unit}")
+        }
+    };
     if ms < 1000 {
         format!("{ms}ms")
     } else if s < 60 {
         format!("{}.{}s", s, d.subsec_millis() / 100)
     } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
+        two(s / 60, "m", s % 60, "s")
     } else if s < 86_400 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+        two(s / 3600, "h", (s % 3600) / 60, "m")
     } else {
-        format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600)
+        two(s / 86_400, "d", (s % 86_400) / 3600, "h")
     }
 }
 
@@ -231,6 +239,9 @@ mod tests {
             human_duration(Duration::from_secs(2 * 86_400 + 4 * 3600)),
             "2d04h"
         );
+        assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(human_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(human_duration(Duration::from_secs(240)), "4m");
     }
 
     #[test]

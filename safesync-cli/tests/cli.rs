@@ -895,12 +895,12 @@ async fn ledger_prune_deletes_only_rows_older_than_the_age(backend: Backend) {
     let kept = safesync(&["ledger", "prune", "--older-than", "11d", "--db", &t.url]).ok();
     assert_eq!(
         kept.stdout,
-        "deleted 0 ledger row(s) older than 11d00h from `safesync_queue_ledger`\n"
+        "deleted 0 ledger row(s) older than 11d from `safesync_queue_ledger`\n"
     );
     let human = safesync(&["ledger", "prune", "--older-than", "7d", "--db", &t.url]).ok();
     assert_eq!(
         human.stdout,
-        "deleted 2 ledger row(s) older than 7d00h from `safesync_queue_ledger`\n"
+        "deleted 2 ledger row(s) older than 7d from `safesync_queue_ledger`\n"
     );
     t.check_no_password(&human);
     let json = safesync(&[
