@@ -16,6 +16,20 @@ use crate::keys::{dead_letter_key, legacy_dead_letter_key};
 
 /// One entry delivered to a consumer group and not acknowledged yet, from
 /// [`pending_entries`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), safesync_core::Error> {
+/// use std::time::Duration;
+/// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+/// let stuck = safesync_queue::pending_entries(&redis, "orders", "billing", 1000)
+///     .await?
+///     .into_iter()
+///     .filter(|p| p.idle > Duration::from_secs(60) && p.deliveries > 1);
+/// for p in stuck {
+///     println!("{} stuck on {}", p.id, p.consumer);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PendingEntry {

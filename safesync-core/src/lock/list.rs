@@ -8,7 +8,7 @@
 //! | SQLite (file) | the lock files `<db>.lock-<key>` beside the database, and the kernel's `/proc/locks` (Linux) for the process holding each | only the key, as on PostgreSQL |
 //!
 //! Where the backend cannot tell, [`Db::held_locks`] says so in an
-//! [`Error::Config`] rather than returning an empty list.
+//! [`Error::Config`](crate::Error::Config) rather than returning an empty list.
 
 use std::time::Duration;
 
@@ -16,12 +16,31 @@ use futures_core::future::BoxFuture;
 
 use crate::backend::{Backend, on_pool};
 use crate::db::Db;
-use crate::error::{Error, Result};
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+use crate::error::Error;
+use crate::error::Result;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use super::advisory_key;
 
 /// A named lock that some session holds, from [`Db::held_locks`].
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = std::env::temp_dir().join(format!("held-locks-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let db = safesync_core::Db::connect(&format!("sqlite:{}", dir.join("app.db").display())).await?;
+/// let guard = db.advisory_lock("nightly-report", std::time::Duration::from_secs(1)).await?;
+/// # #[cfg(target_os = "linux")] {
+/// let held = db.held_locks(&["nightly-report"]).await?;
+/// // SQLite: the holder is the process holding the lock file, this one.
+/// assert_eq!(held[0].name.as_deref(), Some("nightly-report"));
+/// assert_eq!(held[0].holder, Some(i64::from(std::process::id())));
+/// # }
+/// guard.release().await?;
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HeldNamedLock {
@@ -63,9 +82,10 @@ impl Db {
     /// a 64-bit hash of a name, so a held lock shows its name only when it
     /// is listed here. On MariaDB without the `metadata_lock_info` plugin,
     /// nothing can be listed, and only the `names` are checked
-    /// (`IS_USED_LOCK`); with no names that is [`Error::Config`] saying so.
-    /// An in-memory SQLite database's locks live in the process that holds
-    /// them: [`Error::Config`] too.
+    /// (`IS_USED_LOCK`); with no names that is
+    /// [`Error::Config`](crate::Error::Config) saying so. An in-memory
+    /// SQLite database's locks live in the process that holds them:
+    /// [`Error::Config`](crate::Error::Config) too.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), safesync_core::Error> {
