@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use safesync_core::Result;
+use safesync_core::{Error, Result};
 use safesync_queue::{DeadLetter, Health, redis::Client};
 use serde_json::{Value, json};
 
@@ -161,6 +161,9 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
         DlqCommand::List { at } => {
             let redis = safesync_queue::client(&at.redis.redis_url)?;
             let dead = safesync_queue::dead_letters(&redis, &at.stream, &at.group).await?;
+            if dead.is_empty() {
+                group_exists(&redis, at).await?;
+            }
             Ok(list(at, &dead))
         }
         DlqCommand::Show { id, at } => {
@@ -171,11 +174,11 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
         DlqCommand::Replay { id, all, at } => {
             let redis = safesync_queue::client(&at.redis.redis_url)?;
             let ids = if *all {
-                safesync_queue::dead_letters(&redis, &at.stream, &at.group)
-                    .await?
-                    .into_iter()
-                    .map(|d| d.id)
-                    .collect()
+                let dead = safesync_queue::dead_letters(&redis, &at.stream, &at.group).await?;
+                if dead.is_empty() {
+                    group_exists(&redis, at).await?;
+                }
+                dead.into_iter().map(|d| d.id).collect()
             } else {
                 id.iter().cloned().collect::<Vec<_>>()
             };
@@ -190,6 +193,9 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
         DlqCommand::Purge { at } => {
             let redis = safesync_queue::client(&at.redis.redis_url)?;
             let n = safesync_queue::purge_dead_letters(&redis, &at.stream, &at.group).await?;
+            if n == 0 {
+                group_exists(&redis, at).await?;
+            }
             Ok(Output {
                 human: format!(
                     "purged {n} dead letter(s) of group `{}` of stream `{}`\n",
@@ -198,6 +204,27 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
                 json: json!({ "stream": at.stream, "group": at.group, "purged": n }),
             })
         }
+    }
+}
+
+/// `Ok` when the group exists; else [`Error::NotFound`] naming the stream
+/// or the group. Asked when a group has no dead letters, so that a
+/// mistyped name is an error rather than an empty list (a group that was
+/// deleted but still has dead letters lists them).
+async fn group_exists(redis: &Client, at: &GroupArgs) -> Result<()> {
+    if safesync_queue::groups(redis, &at.stream)
+        .await?
+        .contains(&at.group)
+    {
+        Ok(())
+    } else {
+        Err(Error::NotFound {
+            table: None,
+            key: Some(format!(
+                "consumer group `{}` of stream `{}`",
+                at.group, at.stream
+            )),
+        })
     }
 }
 

@@ -399,8 +399,12 @@ async fn queue_pending_lists_entries_with_consumer_idle_and_deliveries() {
 async fn unknown_streams_bad_urls_and_bad_arguments_have_their_exit_codes() {
     let url = redis_url();
     let stream = unique("cli_missing");
+    let at = ["--stream", &stream, "--group", "g", "--redis-url", &url];
     for args in [
         vec!["queue", "health", "--stream", &stream, "--redis-url", &url],
+        [&["dlq", "list"][..], &at].concat(),
+        [&["dlq", "replay", "--all"][..], &at].concat(),
+        [&["dlq", "purge"][..], &at].concat(),
         vec![
             "queue",
             "pending",
