@@ -67,9 +67,9 @@
 //!   moving from Python's coti-safesync-framework (feature `queue`).
 
 pub use safesync_core::{
-    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, Inserted, LockOptions, LockWait,
-    Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select, SqlType, Table, Tx,
-    Value, Versioned, advisory_key,
+    AdvisoryLock, ColumnType, Db, DbOptions, Dialect, Error, Held, HeldNamedLock, Inserted,
+    LockOptions, LockWait, Locked, Mismatch, Params, Record, Result, RetryPolicy, Scalar, Select,
+    SqlType, Table, Tx, Value, Versioned, advisory_key,
 };
 /// `#[derive(Versioned)]`: a record with optimistic concurrency on a version
 /// column.

@@ -42,7 +42,7 @@ pub use backend::Dialect;
 pub use db::{Db, DbOptions};
 pub use error::{Error, LockWait, Result};
 pub use held::Held;
-pub use lock::{AdvisoryLock, LockOptions, advisory_key};
+pub use lock::{AdvisoryLock, HeldNamedLock, LockOptions, advisory_key};
 pub use metrics::Metrics;
 pub use query::{Params, Scalar, Select, Value};
 pub use record::{Inserted, Locked, Record, Table, Versioned};

@@ -106,7 +106,7 @@ impl DeadLetter {
 }
 
 /// Every entry of `key`, oldest first, read in pages.
-async fn all_entries(c: &mut MultiplexedConnection, key: &str) -> Result<Vec<Entry>> {
+pub(crate) async fn all_entries(c: &mut MultiplexedConnection, key: &str) -> Result<Vec<Entry>> {
     const PAGE: usize = 500;
     let mut out = Vec::new();
     let mut start = "-".to_owned();
@@ -335,7 +335,7 @@ fn original_fields(mut fields: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>
     fields
 }
 
-fn parse(e: Entry) -> DeadLetter {
+pub(crate) fn parse(e: Entry) -> DeadLetter {
     let all = e.fields.unwrap_or_default();
     let meta_start = original_fields(all.clone()).len();
     let (original, meta) = all.split_at(meta_start);

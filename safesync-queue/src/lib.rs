@@ -14,8 +14,9 @@
 //! - [`Worker`]: the consume → transaction → commit → ack loop, with
 //!   claims of stuck entries, dead letters, a ledger for exactly-once
 //!   effects, reconnects and a clean stop.
-//! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`]:
-//!   operations.
+//! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`],
+//!   [`groups`], [`pending_entries`], [`dead_letter`], [`purge_dead_letters`]:
+//!   operations (what the `safesync` CLI runs).
 //!
 //! Users depend on the `safesync` facade with its `queue` feature, not on
 //! this crate.
@@ -59,6 +60,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admin;
 mod conn;
 mod dead_letter;
 mod entry;
@@ -70,6 +72,7 @@ mod metrics;
 mod stream;
 mod worker;
 
+pub use admin::{PendingEntry, dead_letter, groups, pending_entries, purge_dead_letters};
 pub use conn::client;
 pub use dead_letter::{DeadLetter, dead_letters, replay_dead_letter};
 pub use handler::{Handler, IntoHandler, PlainHandler, kind};

@@ -25,6 +25,7 @@
 mod fence;
 #[cfg(feature = "sqlite")]
 pub(crate) mod file;
+mod list;
 mod spare;
 mod watch;
 
@@ -35,6 +36,7 @@ use futures_core::future::BoxFuture;
 use tokio::sync::{Mutex, watch as channel};
 use tokio::task::JoinHandle;
 
+pub use self::list::HeldNamedLock;
 pub(crate) use self::spare::SpareConns;
 use crate::backend::{Backend, XactLock, on_pool, on_tx};
 use crate::db::{Db, check_wait};

@@ -357,7 +357,7 @@ async fn key_is_primary<T: Record>(tx: &mut Tx<'_>) -> Result<bool> {
 }
 
 /// The name MySQL sees: itself up to 64 bytes, else a hash of it.
-fn lock_name(name: &str) -> String {
+pub(crate) fn lock_name(name: &str) -> String {
     if name.len() <= 64 {
         name.to_owned()
     } else {
