@@ -8,6 +8,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod private_redis;
+#[cfg(feature = "queue")]
+pub mod queue;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
