@@ -114,12 +114,7 @@ async fn settings_out_of_range_are_config_errors_naming_them(backend: Backend) {
     let db = t.db.clone();
     let stream = unique_stream("config");
     let behaviour = Arc::new(Behaviour::default());
-    let worker = || {
-        Worker::new(db.clone(), redis_client()).handle(Plain {
-            stream,
-            behaviour: Arc::clone(&behaviour),
-        })
-    };
+    let worker = || Worker::new(db.clone(), redis_client()).handle(plain(stream, &behaviour));
     let cases: [(Worker, &str); 7] = [
         (
             worker().handler_timeout(Duration::from_secs(60)),

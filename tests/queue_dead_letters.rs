@@ -85,9 +85,7 @@ async fn undecodable_entries_are_dead_lettered_and_the_rest_processed(backend: B
         "{s:?}"
     );
 
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap();
+    let dead = dead_letters_of(stream).await;
     let by_id: HashMap<&str, &safesync::queue::DeadLetter> =
         dead.iter().map(|d| (d.original_id.as_str(), d)).collect();
     let expect = [
@@ -389,10 +387,7 @@ async fn a_dead_letter_reason_is_capped_at_1_kib(backend: Backend) {
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(db, redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .block(Duration::from_millis(100))
             .run(stop.clone()),
     );
@@ -402,10 +397,7 @@ async fn a_dead_letter_reason_is_capped_at_1_kib(backend: Backend) {
     .await;
     stop.cancel();
     worker.await.unwrap().unwrap();
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap()
-        .remove(0);
+    let dead = dead_letters_of(stream).await.remove(0);
     assert!(dead.reason.len() <= 1024, "{} bytes", dead.reason.len());
     assert!(
         dead.reason.contains("invalid type: string \"xxx"),
@@ -492,9 +484,7 @@ async fn a_payload_whose_decoding_panics_is_dead_lettered_not_lost(backend: Back
     let s = worker.await.unwrap().unwrap();
     assert_eq!((s.processed, s.dead_lettered), (2, 1), "{s:?}");
     assert_eq!(handled.load(Ordering::Relaxed), 2);
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap();
+    let dead = dead_letters_of(stream).await;
     assert!(
         dead[0].reason.contains("panicked: a negative Touchy: -1"),
         "{}",

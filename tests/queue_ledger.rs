@@ -110,29 +110,11 @@ async fn pending_entries_that_were_trimmed_are_acknowledged_and_counted(backend:
     let stream = unique_stream("trimmed");
     send_orders(stream, 1..=4).await;
     let mut c = conn().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("billing")
-        .arg("0")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    create_group(stream).await;
     // Two entries pending on a crashed consumer, two on the worker's own
     // name (from an earlier run); then all four are deleted.
     for consumer in ["crashed", "me"] {
-        let _: redis::Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg("billing")
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(2)
-            .arg("STREAMS")
-            .arg(stream)
-            .arg(">")
-            .query_async(&mut c)
-            .await
-            .unwrap();
+        read_as(stream, consumer, Some(2), ">").await;
     }
     let _: i64 = redis::cmd("XTRIM")
         .arg(stream)
@@ -179,27 +161,8 @@ async fn health_reports_the_longest_idle_pending_entry() {
     let stream = unique_stream("idle");
     send_orders(stream, 1..=2).await;
     let mut c = conn().await;
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg("billing")
-        .arg("0")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("billing")
-        .arg("c")
-        .arg("COUNT")
-        .arg(2)
-        .arg("STREAMS")
-        .arg(stream)
-        .arg(">")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    create_group(stream).await;
+    let ids = read_as(stream, "c", Some(2), ">").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     // Claiming the first entry again makes it idle 0: the second is the
     // longest idle.

@@ -29,10 +29,7 @@ async fn a_plain_handler_consumes_every_message_once_without_a_transaction(backe
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(t.db.clone(), redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .concurrency(4)
             .batch(16)
             // Entries read ahead are shared out among the four slots.
@@ -102,13 +99,13 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered(backend: Backend)
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(t.db.clone(), redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .concurrency(2)
             .block(Duration::from_millis(100))
-            .claim_idle(Duration::from_millis(500))
+            // Above what a panic takes to unwind and print its backtrace
+            // on a loaded machine: a claim while the failed delivery is
+            // still in flight would count a delivery that never runs.
+            .claim_idle(Duration::from_secs(1))
             .max_deliveries(3)
             .run(stop.clone()),
     );
@@ -128,17 +125,15 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered(backend: Backend)
     let calls = behaviour.calls.lock().unwrap().clone();
     assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1), (-4, 3)]));
     assert!(
-        elapsed >= Duration::from_secs(1),
-        "two claims of 500 ms idle each: {elapsed:?}"
+        elapsed >= Duration::from_secs(2),
+        "two claims of 1 s idle each: {elapsed:?}"
     );
     assert_eq!(
         (s.processed, s.failed, s.dead_lettered, s.acked),
         (2, 8, 2, 4),
         "{s:?}"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap();
+    let dead = dead_letters_of(stream).await;
     let reason = |data: &[u8]| {
         dead.iter().find(|d| d.data() == Some(data)).map_or_else(
             || panic!("no dead letter for {}", String::from_utf8_lossy(data)),
@@ -184,10 +179,7 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once(backend: Backe
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(t.db.clone(), redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .block(Duration::from_millis(100))
             .run(stop.clone()),
     );
@@ -213,9 +205,7 @@ async fn a_plain_handler_dead_letters_undecodable_entries_at_once(backend: Backe
         behaviour.calls.lock().unwrap().clone(),
         HashMap::from([(1, 1), (3, 1)])
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap();
+    let dead = dead_letters_of(stream).await;
     for (id, needle) in [
         (
             &malformed,
@@ -253,10 +243,7 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered(backend: Backend) {
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(t.db.clone(), redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .concurrency(2)
             .block(Duration::from_millis(100))
             .claim_idle(Duration::from_millis(600))
@@ -278,9 +265,7 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered(backend: Backend) {
         (2, 2, 2, 1),
         "{s:?}"
     );
-    let dead = safesync::queue::dead_letters(&redis_client(), stream, "billing")
-        .await
-        .unwrap();
+    let dead = dead_letters_of(stream).await;
     assert_eq!(dead[0].data(), Some(&br#"{"order_id":2}"#[..]));
     assert_eq!(
         dead[0].reason,
@@ -312,10 +297,7 @@ async fn a_deleted_group_is_recreated_after_the_last_delivered_entry(backend: Ba
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
         Worker::new(db, redis_client())
-            .handle(Plain {
-                stream,
-                behaviour: Arc::clone(&behaviour),
-            })
+            .handle(plain(stream, &behaviour))
             .block(Duration::from_millis(100))
             .run(stop.clone()),
     );

@@ -7,6 +7,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "queue")]
+pub mod faults;
 pub mod private_redis;
 #[cfg(feature = "queue")]
 pub mod queue;

@@ -223,10 +223,52 @@ pub async fn processed_count(db: &Db) -> usize {
 
 /// Dead letters of group `billing` on the stream.
 pub async fn dead_letter_count(stream: &str) -> usize {
+    dead_letters_of(stream).await.len()
+}
+
+/// The dead letters of group `billing` on the stream.
+pub async fn dead_letters_of(stream: &str) -> Vec<safesync::queue::DeadLetter> {
     safesync::queue::dead_letters(&redis_client(), stream, "billing")
         .await
         .unwrap()
-        .len()
+}
+
+/// `XGROUP CREATE <stream> billing 0`: the group, before any worker runs.
+pub async fn create_group(stream: &str) {
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg("billing")
+        .arg("0")
+        .query_async(&mut conn().await)
+        .await
+        .unwrap();
+}
+
+/// `XREADGROUP GROUP billing <consumer> [COUNT n] STREAMS <stream> <from>`,
+/// as another consumer would: the ids handed over.
+pub async fn read_as(
+    stream: &str,
+    consumer: &str,
+    count: Option<usize>,
+    from: &str,
+) -> Vec<String> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP").arg("billing").arg(consumer);
+    if let Some(n) = count {
+        cmd.arg("COUNT").arg(n);
+    }
+    let read: redis::streams::StreamReadReply = cmd
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(from)
+        .query_async(&mut conn().await)
+        .await
+        .unwrap();
+    read.keys
+        .iter()
+        .flat_map(|k| k.ids.iter().map(|e| e.id.clone()))
+        .collect()
 }
 
 pub async fn pending(stream: &str) -> u64 {
