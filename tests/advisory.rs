@@ -425,3 +425,27 @@ async fn a_transaction_scoped_lock_is_held_until_commit_or_rollback(backend: Bac
     g.release().await.unwrap();
     t.cleanup().await;
 }
+
+/// The key of a name is FNV-1a 64 of its UTF-8 bytes, pinned here for real
+/// names (the values computed independently of this crate; "a" is FNV's
+/// published test vector): a process built from another version, or on
+/// another machine, takes the same lock for the same name.
+#[test]
+fn advisory_keys_are_stable_across_builds() {
+    let pinned: [(&str, u64); 7] = [
+        ("", 0xcbf2_9ce4_8422_2325),
+        ("a", 0xaf63_dc4c_8601_ec8c),
+        ("user:42", 0x6c15_1ea4_dcd2_21c2),
+        ("user:43", 0x6c15_1fa4_dcd2_2375),
+        ("orders:1", 0x9501_9084_fb1a_4b29),
+        ("billing-cron", 0xaf03_4d90_1481_6d8f),
+        ("ключ:7", 0x13ba_a614_e8f0_d302),
+    ];
+    for (name, key) in pinned {
+        assert_eq!(
+            safesync::advisory_key(name),
+            i64::from_ne_bytes(key.to_ne_bytes()),
+            "advisory_key({name:?})"
+        );
+    }
+}

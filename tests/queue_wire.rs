@@ -196,11 +196,10 @@ async fn stop_and_wait(
 /// read. Without the unblock (the
 /// fallback drops the read at once) the count is 0; with an unblock of
 /// the wrong client, the stop takes the whole grace second.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stop_ends_the_blocked_read_with_client_unblock() {
+async fn a_stop_ends_the_blocked_read_with_client_unblock(backend: Backend) {
     let server = PrivateRedis::start();
     let url = server.url();
-    let t = TestDb::new(Backend::Sqlite).await;
+    let t = TestDb::new(backend).await;
     let stream = unique_stream("wire_stop");
     let handler = Recorder::new(stream, vec![]);
     let seen = handler.seen();
@@ -248,12 +247,11 @@ async fn a_stop_ends_the_blocked_read_with_client_unblock() {
 /// then the worker's reader connection is killed. After reconnecting the
 /// worker reads its own pending entries again and handles them — claiming
 /// cannot, as `claim_idle` is an hour.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn after_a_reconnect_the_worker_reads_its_own_pending_entries_again() {
+async fn after_a_reconnect_the_worker_reads_its_own_pending_entries_again(backend: Backend) {
     let server = PrivateRedis::start();
     let url = server.url();
     let u = url.as_str();
-    let t = TestDb::new(Backend::Sqlite).await;
+    let t = TestDb::new(backend).await;
     let stream = unique_stream("wire_reread");
     let handler = Recorder::new(stream, vec![1]);
     let (seen, gate) = (handler.seen(), Arc::clone(&handler.gate));
@@ -340,13 +338,12 @@ async fn after_a_reconnect_the_worker_reads_its_own_pending_entries_again() {
 /// 400 entries waiting, 8 handlers reading 56 ahead: the worker reads them with `COUNT`
 /// above 1 and acknowledges them in batches, so the server sees far fewer
 /// `XREADGROUP`s and `XACK`s than entries.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reads_and_acknowledgements_are_batched_on_the_server() {
+async fn reads_and_acknowledgements_are_batched_on_the_server(backend: Backend) {
     const N: i64 = 400;
     let server = PrivateRedis::start();
     let url = server.url();
     let u = url.as_str();
-    let t = TestDb::new(Backend::Sqlite).await;
+    let t = TestDb::new(backend).await;
     let stream = unique_stream("wire_batch");
     let handler = Recorder::new(stream, vec![]);
     let seen = handler.seen();
@@ -384,13 +381,12 @@ async fn reads_and_acknowledgements_are_batched_on_the_server() {
 
 /// A handler still running at the drain deadline is cancelled: the run
 /// returns soon after `drain_timeout`, counts it abandoned, and its entry
-/// stays pending for the next run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_drain_deadline_abandons_a_handler_that_does_not_finish() {
+/// stays pending for the next run, which handles it once.
+async fn the_drain_deadline_abandons_a_handler_that_does_not_finish(backend: Backend) {
     let server = PrivateRedis::start();
     let url = server.url();
     let u = url.as_str();
-    let t = TestDb::new(Backend::Sqlite).await;
+    let t = TestDb::new(backend).await;
     let stream = unique_stream("wire_drain");
     let handler = Recorder::new(stream, vec![1]);
     let seen = handler.seen();
@@ -428,5 +424,39 @@ async fn the_drain_deadline_abandons_a_handler_that_does_not_finish() {
         1,
         "the abandoned entry stays pending"
     );
+
+    // The next run under the same name reads its own pending entry again
+    // (no claim: `claim_idle` is an hour) and handles it once.
+    let handler = Recorder::new(stream, vec![]);
+    let seen = handler.seen();
+    let stop = CancellationToken::new();
+    let run = spawn(
+        Worker::new(t.db.clone(), safesync::queue::client(u).unwrap())
+            .handle(handler)
+            .claim_idle(Duration::from_secs(3600))
+            .consumer_name("drainer"),
+        &stop,
+    );
+    wait_for("job 1 handled again", Duration::from_secs(10), || {
+        let seen = Arc::clone(&seen);
+        async move { seen.lock().unwrap().len() == 1 && pending(u, stream).await == 0 }
+    })
+    .await;
+    // Time for a wrong second delivery to show.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (summary, _) = stop_and_wait(&stop, run).await;
+    assert_eq!(*seen.lock().unwrap(), [1], "handled once");
+    assert_eq!(
+        (summary.processed, summary.acked, summary.abandoned),
+        (1, 1, 0),
+        "{summary:?}"
+    );
     t.cleanup().await;
 }
+
+on_every_backend!(
+    a_stop_ends_the_blocked_read_with_client_unblock,
+    after_a_reconnect_the_worker_reads_its_own_pending_entries_again,
+    reads_and_acknowledgements_are_batched_on_the_server,
+    the_drain_deadline_abandons_a_handler_that_does_not_finish,
+);

@@ -7,8 +7,12 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "queue")]
+pub mod faults;
 pub mod private_redis;
 pub mod processes;
+#[cfg(feature = "queue")]
+pub mod queue;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
