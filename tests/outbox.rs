@@ -482,3 +482,25 @@ on_every_backend!(
     relay_killed_between_xadd_and_delete_the_effect_happens_once,
     two_relays_at_once_send_each_message_once_in_order,
 );
+
+/// A name the outbox cannot keep is a clear error, and nothing is written.
+#[tokio::test]
+async fn send_in_rejects_names_the_outbox_cannot_keep() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    safesync::queue::ensure_outbox(&t.db).await.unwrap();
+    let long: &'static str = Box::leak("s".repeat(256).into_boxed_str());
+    let mut tx = t.db.begin().await.unwrap();
+    for (name, says) in [("", "must not be empty"), (long, "at most 255")] {
+        let err = Stream::<OrderPlaced>::new(name)
+            .send_in(&mut tx, &OrderPlaced { order_id: 1 })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains(says)),
+            "{name:?}: {err}"
+        );
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(outbox_rows(&t.db).await, 0);
+    t.cleanup().await;
+}
