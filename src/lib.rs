@@ -550,7 +550,7 @@ pub use safesync_queue as queue;
 /// The queue's everyday items, also at the crate root.
 #[cfg(feature = "queue")]
 pub use safesync_queue::{
-    CancellationToken, Handler, PlainHandler, SendOptions, Stream, Summary, Worker, redis,
+    CancellationToken, Handler, PlainHandler, Relay, SendOptions, Stream, Summary, Worker, redis,
 };
 
 #[doc = include_str!("guide/mod.md")]

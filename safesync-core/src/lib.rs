@@ -30,6 +30,7 @@ mod ledger;
 mod lock;
 mod metrics;
 mod ops;
+mod outbox;
 mod query;
 mod record;
 mod redact;
@@ -62,6 +63,10 @@ pub mod __private {
     /// The queue ledger's SQL on a `Db`'s backend.
     pub mod ledger {
         pub use crate::ledger::{ddl, insert, insert_all, prune_sql};
+    }
+    /// The queue outbox's SQL on a `Db`'s backend.
+    pub mod outbox {
+        pub use crate::outbox::{OutboxRow, claim, ddl, streams};
     }
     pub use crate::redact::redact_url;
     pub use crate::schema::{ColumnDef, SchemaMeta, SqlType, TableSchema};

@@ -8,6 +8,7 @@
 //! | `{orders}:dead:<group>` | the entries `<group>` gave up on ([`dead_letters`](crate::dead_letters)) |
 //! | `{orders}:replay:<group>` | dead letters replayed to `<group>` alone ([`replay_dead_letter`](crate::replay_dead_letter)); read only by that group's workers |
 //! | `orders:dead` | before per-group dead letters: every group's, still listed and replayable |
+//! | `{orders}:outbox:<row id>.<nonce>` | the entry id a [`Relay`](crate::Relay) added for an outbox row, so a resend of that row adds nothing (expires after the relay's `dedup_ttl`) |
 //!
 //! A stream with a hash tag keeps it: `{tenant1}:orders` has
 //! `{tenant1}:orders:dead:<group>`. (A name with a `}` but no non-empty
@@ -61,6 +62,13 @@ pub fn replay_key(stream: &str, group: &str) -> String {
     related(stream, "replay", group)
 }
 
+/// The key under which a relay keeps the entry id it added for outbox row
+/// `row_id` (with its `nonce`) of `stream`: `{<stream>}:outbox:<row id>.<nonce
+/// in hex>`, in the stream's hash slot.
+pub(crate) fn outbox_dedup_key(stream: &str, row_id: i64, nonce: i64) -> String {
+    related(stream, "outbox", &format!("{row_id}.{nonce:016x}"))
+}
+
 /// The dead-letter key shared by every group before dead letters were kept
 /// per group: `<stream>:dead`. Nothing is added to it any more; its
 /// entries are still listed and replayed for the group that gave up.
@@ -104,6 +112,7 @@ mod tests {
             for key in [
                 dead_letter_key(stream, "billing"),
                 replay_key(stream, "g:1"),
+                outbox_dedup_key(stream, 7, -1),
             ] {
                 assert_eq!(slot(&key), slot(stream), "{key} of {stream}");
             }
@@ -113,6 +122,10 @@ mod tests {
             "{orders}:dead:billing"
         );
         assert_eq!(replay_key("orders", "billing"), "{orders}:replay:billing");
+        assert_eq!(
+            outbox_dedup_key("orders", 7, 255),
+            "{orders}:outbox:7.00000000000000ff"
+        );
         assert_eq!(
             dead_letter_key("{tenant1}:orders", "billing"),
             "{tenant1}:orders:dead:billing"

@@ -33,7 +33,12 @@ pub(crate) const MAX_NAME_LEN: usize = 255;
 /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
 /// ```
 pub async fn ensure_ledger(db: &Db) -> Result<()> {
-    let ddl = ledger::ddl(db);
+    create_if_missing(db, ledger::ddl(db)).await
+}
+
+/// Runs `CREATE … IF NOT EXISTS` statement `ddl`, tolerating a process
+/// that creates the same thing at the same moment.
+pub(crate) async fn create_if_missing(db: &Db, ddl: &str) -> Result<()> {
     match db.execute(ddl).await {
         Ok(_) => Ok(()),
         // Two processes creating the table at once: on Postgres the loser

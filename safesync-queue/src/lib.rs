@@ -14,6 +14,9 @@
 //! - [`Worker`]: the consume → transaction → commit → ack loop, with
 //!   claims of stuck entries, dead letters, a ledger for exactly-once
 //!   effects, reconnects and a clean stop.
+//! - [`Stream::send_in`] and [`Relay`]: a transactional outbox; a message
+//!   is sent if and only if the transaction that wrote it commits, and a
+//!   relay's resend after a crash adds no second entry.
 //! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`],
 //!   [`groups`], [`pending_entries`], [`dead_letter`], [`purge_dead_letters`]:
 //!   operations (what the `safesync` CLI runs).
@@ -69,6 +72,8 @@ mod health;
 mod keys;
 mod ledger;
 mod metrics;
+mod outbox;
+mod relay;
 mod stream;
 mod worker;
 
@@ -80,6 +85,8 @@ pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
 pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
+pub use outbox::{OUTBOX_TABLE, ensure_outbox};
+pub use relay::{Relay, RelaySummary};
 pub use stream::{DATA_FIELD, SendOptions, Stream};
 pub use worker::{Summary, Worker};
 

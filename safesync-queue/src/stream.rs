@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use redis::Client;
 use redis::aio::ConnectionLike;
-use safesync_core::{Error, Result};
+use safesync_core::{Error, Result, Tx};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
 
@@ -153,6 +153,50 @@ impl<T: serde::Serialize> Stream<T> {
         self.send_on(&mut conn, msg, options).await
     }
 
+    /// Writes `msg` to the outbox in `tx`: it is sent (by a
+    /// [`Relay`](crate::Relay)) if and only if `tx` commits, as the same
+    /// `data` JSON [`Stream::send`] would add, in the order of the
+    /// stream's outbox rows.
+    ///
+    /// The outbox table must exist: [`ensure_outbox`](crate::ensure_outbox)
+    /// creates it (a relay does when it starts). [`Relay`](crate::Relay)
+    /// says what is guaranteed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), safesync_core::Error> {
+    /// # #[derive(serde::Serialize)] struct OrderPlaced { order_id: i64 }
+    /// use safesync_queue::Stream;
+    ///
+    /// const ORDERS: Stream<OrderPlaced> = Stream::new("orders");
+    ///
+    /// let db = safesync_core::Db::connect("sqlite:app.db").await?;
+    /// safesync_queue::ensure_outbox(&db).await?;
+    /// let mut tx = db.begin().await?;
+    /// tx.execute_with("INSERT INTO orders (id) VALUES (?)", (7,)).await?;
+    /// ORDERS.send_in(&mut tx, &OrderPlaced { order_id: 7 }).await?;
+    /// tx.commit().await?; // now, and only now, the relay can send it
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_in(&self, tx: &mut Tx<'_>, msg: &T) -> Result<()> {
+        let json = self.encode(msg)?;
+        crate::outbox::insert(tx, self.name, &json).await
+    }
+
+    /// `msg` as the JSON of an entry's `data` field.
+    fn encode(&self, msg: &T) -> Result<String> {
+        if self.name.is_empty() {
+            return Err(Error::Config("a stream name must not be empty".to_owned()));
+        }
+        serde_json::to_string(msg).map_err(|e| Error::Decode {
+            what: format!(
+                "a `{}` into JSON for stream `{}`",
+                std::any::type_name::<T>(),
+                self.name
+            ),
+            reason: e.to_string(),
+        })
+    }
+
     /// [`Stream::send_with`] on a connection of yours (a
     /// `MultiplexedConnection` is cheap to clone and share).
     ///
@@ -176,17 +220,7 @@ impl<T: serde::Serialize> Stream<T> {
     where
         C: ConnectionLike + Send,
     {
-        if self.name.is_empty() {
-            return Err(Error::Config("a stream name must not be empty".to_owned()));
-        }
-        let json = serde_json::to_string(msg).map_err(|e| Error::Decode {
-            what: format!(
-                "a `{}` into JSON for stream `{}`",
-                std::any::type_name::<T>(),
-                self.name
-            ),
-            reason: e.to_string(),
-        })?;
+        let json = self.encode(msg)?;
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.name);
         if let Some(n) = options.maxlen {

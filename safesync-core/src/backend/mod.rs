@@ -4,7 +4,7 @@
 //! spellings and placeholders, what its error codes mean, row-lock clauses,
 //! how a transaction begins (and bounds its row-lock waits), named locks
 //! and their fencing tokens,
-//! the idempotent insert, and the queue ledger's SQL.
+//! the idempotent insert, and the queue ledger's and outbox's SQL.
 //!
 //! Adding a backend takes:
 //!
@@ -243,6 +243,19 @@ pub(crate) trait Backend: sqlx::Database + Sized {
         group: &str,
         ids: &[&str],
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    // --- the queue's transactional outbox ---------------------------------
+
+    /// `CREATE TABLE IF NOT EXISTS safesync_queue_outbox …` and its index,
+    /// one statement each: `id` (auto-increment, never reused), `stream`,
+    /// `nonce`, `payload`, `created_at`.
+    const OUTBOX_DDL: &'static [&'static str];
+    /// Reads and locks the oldest rows of one stream (bound: the stream,
+    /// then the row limit as an `i64`), skipping rows another transaction
+    /// has locked; columns `id`, `nonce`, `payload`, in `id` order.
+    const OUTBOX_CLAIM: &'static str;
+    /// The streams that have rows in the outbox, as text.
+    const OUTBOX_STREAMS: &'static str;
 
     // --- statements with bound values (`query`) --------------------------
 

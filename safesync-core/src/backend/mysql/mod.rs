@@ -287,6 +287,24 @@ impl Backend for MySql {
         Ok(q.execute(conn).await?.rows_affected())
     }
 
+    const OUTBOX_DDL: &'static [&'static str] =
+        &["CREATE TABLE IF NOT EXISTS safesync_queue_outbox (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    stream VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+    nonce BIGINT NOT NULL,
+    payload LONGTEXT CHARACTER SET utf8mb4 NOT NULL,
+    created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    KEY safesync_queue_outbox_stream (stream, id)
+) ENGINE = InnoDB"];
+
+    const OUTBOX_CLAIM: &'static str = "SELECT id, nonce, payload FROM safesync_queue_outbox \
+         WHERE stream = ? ORDER BY id LIMIT ? FOR UPDATE SKIP LOCKED";
+
+    // The column's binary collation (exact comparison) makes sqlx read it
+    // as bytes: converted, it reads as text.
+    const OUTBOX_STREAMS: &'static str =
+        "SELECT DISTINCT CONVERT(stream USING utf8mb4) FROM safesync_queue_outbox";
+
     const LEXICAL: Lexical = Lexical {
         numbered: false,
         mysql_comments_and_escapes: true,

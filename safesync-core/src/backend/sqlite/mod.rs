@@ -212,6 +212,25 @@ impl Backend for Sqlite {
         Ok(q.execute(conn).await?.rows_affected())
     }
 
+    const OUTBOX_DDL: &'static [&'static str] = &[
+        "CREATE TABLE IF NOT EXISTS safesync_queue_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    nonce INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+)",
+        "CREATE INDEX IF NOT EXISTS safesync_queue_outbox_stream \
+         ON safesync_queue_outbox (stream, id)",
+    ];
+
+    // No row locks: the transaction's `BEGIN IMMEDIATE` already excludes
+    // every other writer, so relays take turns.
+    const OUTBOX_CLAIM: &'static str = "SELECT id, nonce, payload FROM safesync_queue_outbox \
+         WHERE stream = ? ORDER BY id LIMIT ?";
+
+    const OUTBOX_STREAMS: &'static str = "SELECT DISTINCT stream FROM safesync_queue_outbox";
+
     const LEXICAL: Lexical = Lexical {
         numbered: false,
         mysql_comments_and_escapes: false,
