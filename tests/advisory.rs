@@ -361,6 +361,40 @@ async fn sqlite_lock_files_stay_open_within_a_bound() {
     t.cleanup().await;
 }
 
+/// A SQLite database reached by another path (a symlink to its file, as a
+/// deployment's `current/` link or a mounted path gives) locks the same
+/// lock file: the holder through one path excludes the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_locks_hold_across_paths_to_one_database() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let file = t.namespace().strip_prefix("sqlite:").unwrap().to_owned();
+    let alias = format!("{file}.alias");
+    std::os::unix::fs::symlink(&file, &alias).unwrap();
+    let by_alias = Db::connect(&format!("sqlite:{alias}")).await.unwrap();
+
+    let held =
+        t.db.advisory_lock("across-paths", Duration::from_secs(1))
+            .await
+            .unwrap();
+    assert!(
+        by_alias
+            .try_advisory_lock("across-paths")
+            .await
+            .unwrap()
+            .is_none(),
+        "the lock taken through {file} was taken again through the symlink {alias}"
+    );
+    held.release().await.unwrap();
+    let other = by_alias
+        .try_advisory_lock("across-paths")
+        .await
+        .unwrap()
+        .expect("free once released");
+    other.release().await.unwrap();
+    by_alias.close().await;
+    t.cleanup().await;
+}
+
 on_servers!(
     released_lock_connections_are_reused_and_no_other,
     a_killed_connection_is_reported_as_lock_lost,

@@ -31,12 +31,11 @@ async fn writers(db: &Db) -> Vec<String> {
 /// failover or a network partition would. A SQLite file lock has no
 /// connection: the OS keeps it until the holding process closes the file
 /// or dies (and a dead process writes nothing). What makes a SQLite holder
-/// stale is two processes not locking the same file: the lock file sits
-/// beside the database under the name the database was opened by, so a
-/// process that reaches the database through a symlink locks another file.
-/// B here opens the database through a symlink, takes the "same" lock while
-/// A holds it, and the tokens, kept in the database itself, still order
-/// them.
+/// stale is its lock file removed under it (a cleaner of temporary files,
+/// an operator): the next process creates a new file and locks that while
+/// A still holds the old one. B here is another process that takes the
+/// lock after the file was removed, and the tokens, kept in the database
+/// itself, still order them.
 async fn a_stale_holder_cannot_write_after_its_successor(backend: Backend) {
     let t = TestDb::new(backend).await;
     t.exec("CREATE TABLE report (id BIGINT PRIMARY KEY, writer VARCHAR(16) NOT NULL)")
@@ -51,33 +50,50 @@ async fn a_stale_holder_cannot_write_after_its_successor(backend: Backend) {
         .unwrap()
         .unwrap();
 
-    let other = if backend == Backend::Sqlite {
-        let path = t.namespace().strip_prefix("sqlite:").unwrap().to_owned();
-        let alias = format!("{path}.alias");
-        std::os::unix::fs::symlink(&path, &alias).unwrap();
-        Db::connect(&format!("sqlite:{alias}")).await.unwrap()
+    // B takes the lock and commits under its fence: on SQLite in another
+    // process (this one's holders of one lock file queue in-process), after
+    // A's lock file was removed; on the servers after A's session was killed.
+    let (other, b) = if backend == Backend::Sqlite {
+        let db_file = t.namespace().strip_prefix("sqlite:").unwrap();
+        let lock_file = format!(
+            "{}.lock-{:016x}",
+            std::fs::canonicalize(db_file).unwrap().display(),
+            safesync::advisory_key(&name)
+        );
+        std::fs::remove_file(&lock_file).unwrap();
+        common::processes::run(
+            "fence_successor_child",
+            SUCCESSOR_ENV,
+            [backend.name(), t.namespace(), &name],
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
+        (None, None)
     } else {
         let other = t.other_db().await;
         common::kill_session(backend, &other, a.session_id().unwrap()).await;
-        other
+        let b = other
+            .advisory_lock(&name, Duration::from_secs(10))
+            .await
+            .unwrap();
+        write_fenced(&other, &b, "B").await;
+        (Some(other), Some(b))
     };
-    let b = other
-        .advisory_lock(&name, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let b_token = u64::try_from(
+        t.db.fetch_one::<i64>("SELECT token FROM safesync_fence WHERE name = ?", (&*name,))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     assert!(
-        b.token() > a.token(),
-        "B's token {} after A's {}",
-        b.token(),
+        b_token > a.token(),
+        "B's token {b_token} after A's {}",
         a.token()
     );
-
-    let mut tx = other.begin().await.unwrap();
-    tx.execute_with("INSERT INTO report (id, writer) VALUES (?, ?)", (1, "B"))
-        .await
-        .unwrap();
-    tx.fence(&b).await.unwrap();
-    tx.commit().await.unwrap();
+    if let Some(b) = &b {
+        assert_eq!(b.token(), b_token);
+    }
 
     // A has not noticed anything and goes on writing.
     assert!(a.is_held(), "A believes it still holds the lock");
@@ -88,17 +104,52 @@ async fn a_stale_holder_cannot_write_after_its_successor(backend: Backend) {
     let err = tx.fence(&a).await.unwrap_err();
     assert!(
         matches!(&err, Error::Fenced { name: n, token, current }
-            if *n == name && *token == a.token() && *current == b.token()),
+            if *n == name && *token == a.token() && *current == b_token),
         "{err:?}"
     );
     assert!(err.to_string().contains(&name), "{err}");
     drop(tx);
 
     assert_eq!(writers(&t.db).await, ["B"], "nothing of A's landed");
-    b.release().await.unwrap();
+    if let Some(b) = b {
+        b.release().await.unwrap();
+    }
     drop(a);
-    other.close().await;
+    if let Some(other) = other {
+        other.close().await;
+    }
     t.cleanup().await;
+}
+
+/// B's writes: row 1 by `writer`, under the fence of `guard`.
+async fn write_fenced(db: &Db, guard: &safesync::AdvisoryLock, writer: &str) {
+    let mut tx = db.begin().await.unwrap();
+    tx.execute_with("INSERT INTO report (id, writer) VALUES (?, ?)", (1, writer))
+        .await
+        .unwrap();
+    tx.fence(guard).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+const SUCCESSOR_ENV: &str = "SAFESYNC_FENCE_SUCCESSOR";
+
+/// B of `a_stale_holder_cannot_write_after_its_successor` on SQLite, in a
+/// process of its own; a no-op unless the parent set the variable.
+#[test]
+fn fence_successor_child() {
+    let Some((backend, namespace, name, rt)) = common::processes::child(SUCCESSOR_ENV) else {
+        return;
+    };
+    rt.block_on(async move {
+        let db = common::attach(backend, &namespace).await;
+        let b = db
+            .advisory_lock(&name, Duration::from_secs(5))
+            .await
+            .unwrap();
+        write_fenced(&db, &b, "B").await;
+        b.release().await.unwrap();
+        db.close().await;
+    });
 }
 
 /// A fence that passed stays true until its transaction ends: the next

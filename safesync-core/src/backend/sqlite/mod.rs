@@ -124,7 +124,12 @@ impl Backend for Sqlite {
         let path = opts.get_filename();
         let memory =
             path.as_os_str().to_string_lossy().contains("memory") || path.as_os_str() == ":memory:";
-        let path = (!memory).then(|| path.to_path_buf());
+        // The lock file sits beside the database file as the OS resolves
+        // it, so every process reaching the database by any path (a
+        // symlink, `./`, `..`) locks the same file; SQLite itself resolves
+        // symlinks for its journal and WAL the same way.
+        let path =
+            (!memory).then(|| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
         Ok(file::lock(path, name, timeout)
             .await?
             .map(|session| Held { session, id: None }))
