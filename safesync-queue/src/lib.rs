@@ -73,6 +73,8 @@ mod ledger;
 mod metrics;
 mod process;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 mod worker;
 
 pub use conn::client;
@@ -83,6 +85,8 @@ pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
 pub use stream::{DATA_FIELD, SendOptions, Stream};
+#[cfg(feature = "tls")]
+pub use tls::client_tls;
 pub use worker::{Summary, Worker};
 
 /// The redis crate the queue is built on, for the [`redis::Client`] its

@@ -8,6 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod private_redis;
+pub mod tls;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
