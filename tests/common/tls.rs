@@ -84,6 +84,17 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool, log: &Path) {
     }
 }
 
+/// A server process, killed (and reaped) when dropped. Declared before the
+/// temporary directory it uses, so it dies before the directory is removed.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A test CA, a server certificate it signed for `IP:127.0.0.1` and
 /// `DNS:localhost`, and a second CA that signed nothing of ours (the
 /// "wrong CA").
@@ -283,8 +294,8 @@ impl Drop for TlsPostgres {
 /// `tls-secret`, database `test`.
 pub struct TlsMariaDb {
     pub port: u16,
+    _process: KillOnDrop,
     _dir: tempfile::TempDir,
-    process: Child,
 }
 
 impl TlsMariaDb {
@@ -325,8 +336,8 @@ impl TlsMariaDb {
             .expect("mariadbd is installed (scripts/services installs it)");
         let server = TlsMariaDb {
             port,
+            _process: KillOnDrop(process),
             _dir: dir,
-            process,
         };
         let admin = |sql: &str| {
             Command::new("mariadb")
@@ -362,18 +373,11 @@ impl TlsMariaDb {
     }
 }
 
-impl Drop for TlsMariaDb {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
 /// A private `redis-server` listening only for TLS (`--port 0`).
 pub struct TlsRedis {
     pub port: u16,
+    _process: KillOnDrop,
     _dir: tempfile::TempDir,
-    process: Child,
 }
 
 impl TlsRedis {
@@ -400,8 +404,8 @@ impl TlsRedis {
             .expect("redis-server is installed (scripts/services installs it)");
         let server = TlsRedis {
             port,
+            _process: KillOnDrop(process),
             _dir: dir,
-            process,
         };
         wait_until(
             "private TLS redis-server",
@@ -413,12 +417,5 @@ impl TlsRedis {
 
     pub fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
     }
 }
