@@ -54,6 +54,12 @@
 //! - `queue`: typed handlers on Redis Streams (`Worker`, `Stream`,
 //!   dead letters, health), with an exactly-once effect through a ledger
 //!   table in the handler's transaction.
+//! - `tls`: TLS with rustls (the `ring` provider, webpki roots) to
+//!   PostgreSQL (`sslmode=verify-full&sslrootcert=/path/ca.pem`),
+//!   MySQL/MariaDB (`ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem`) and
+//!   Redis (`rediss://`, with a CA of your own through
+//!   `queue::client_tls`). A certificate that cannot be verified is
+//!   [`Error::TlsNotTrusted`].
 //!
 //! Every enabled backend must be able to store every field of a record, so
 //! a project without SQLite sets `default-features = false`.

@@ -67,8 +67,26 @@ async fn first_connection<O: ConnectOptions<Connection: Sized>>(
     }
 }
 
+/// [`Error::TlsNotTrusted`] when the server's certificate was refused,
+/// otherwise [`Error::Connect`].
+fn connect_error(source: sqlx::Error, redacted: &str) -> Error {
+    #[cfg(feature = "tls")]
+    if let Some(reason) = crate::tls::not_trusted(&source) {
+        return Error::TlsNotTrusted {
+            target: redacted.to_owned(),
+            reason,
+            source: Box::new(source),
+        };
+    }
+    Error::Connect {
+        url: redacted.to_owned(),
+        source,
+    }
+}
+
 /// A pool of `options`' database once one connection to it has worked;
-/// otherwise [`Error::Connect`] with the cause and the `redacted` URL.
+/// otherwise [`Error::Connect`] (or [`Error::TlsNotTrusted`]) with the cause
+/// and the `redacted` URL.
 pub(crate) async fn pool<DB: sqlx::Database>(
     pool: sqlx::pool::PoolOptions<DB>,
     options: <DB::Connection as sqlx::Connection>::Options,
@@ -77,10 +95,7 @@ pub(crate) async fn pool<DB: sqlx::Database>(
 ) -> Result<sqlx::Pool<DB>> {
     let conn = first_connection(&options, budget)
         .await
-        .map_err(|source| Error::Connect {
-            url: redacted.to_owned(),
-            source,
-        })?;
+        .map_err(|source| connect_error(source, redacted))?;
     // A clean close; failing to say goodbye does not make the server
     // unreachable.
     let _ = sqlx::Connection::close(conn).await;

@@ -247,7 +247,9 @@ impl Db {
     /// [`DbOptions::connect_timeout`] (1 s by default): a server that is
     /// not there fails fast as [`Error::Connect`] with the cause
     /// ("Connection refused", an unknown host, a refused login), not as a
-    /// pool timeout. Errors never contain the password.
+    /// pool timeout; a server certificate that TLS cannot verify (feature
+    /// `tls`) fails as [`Error::TlsNotTrusted`]. Errors never contain the
+    /// password.
     pub async fn connect(url: &str) -> Result<Db> {
         Db::connect_with(url, DbOptions::default()).await
     }

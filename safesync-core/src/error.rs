@@ -169,6 +169,43 @@ pub enum Error {
         source: sqlx::Error,
     },
 
+    /// A TLS connection was refused because the server's certificate could
+    /// not be verified: signed by a CA that was not given, issued for
+    /// another host name, expired. Feature `tls`.
+    ///
+    /// Give the CA that signed the server's certificate: PostgreSQL
+    /// `sslmode=verify-full&sslrootcert=/path/ca.pem`, MySQL/MariaDB
+    /// `ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem`, Redis
+    /// `safesync::queue::client_tls`.
+    ///
+    /// ```
+    /// use safesync_core::Error;
+    ///
+    /// let err = Error::TlsNotTrusted {
+    ///     target: "postgres://app@db.internal/app".into(),
+    ///     reason: "it is not signed by a trusted CA (UnknownIssuer)".into(),
+    ///     source: "invalid peer certificate: UnknownIssuer".into(),
+    /// };
+    /// assert!(err.to_string().starts_with(
+    ///     "cannot connect to postgres://app@db.internal/app: the server's TLS certificate \
+    ///      is not trusted: it is not signed by a trusted CA (UnknownIssuer)"
+    /// ));
+    /// ```
+    #[error(
+        "cannot connect to {target}: the server's TLS certificate is not trusted: {reason}; \
+         give the CA that signed it (PostgreSQL `sslrootcert=`, MySQL `ssl-ca=`, Redis \
+         `safesync::queue::client_tls`)"
+    )]
+    TlsNotTrusted {
+        /// The database URL (password replaced by `***`) or the Redis address.
+        target: String,
+        /// What was wrong with the certificate, in words.
+        reason: String,
+        /// The driver's error (a `sqlx::Error` or a `redis::RedisError`).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// A Redis command failed, or Redis could not be reached (the queue).
     ///
     /// `source` is the client's own error (a `redis::RedisError` for

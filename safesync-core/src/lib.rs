@@ -37,6 +37,8 @@ mod redact;
 mod retry;
 mod schema;
 mod sql;
+#[cfg(feature = "tls")]
+mod tls;
 mod tx;
 
 pub use backend::Dialect;
@@ -70,6 +72,10 @@ pub mod __private {
     }
     pub use crate::redact::redact_url;
     pub use crate::schema::{ColumnDef, SchemaMeta, SqlType, TableSchema};
+    /// Why the server's TLS certificate was refused, if `err` says it was
+    /// (the queue names it in [`Error::TlsNotTrusted`](crate::Error::TlsNotTrusted)).
+    #[cfg(feature = "tls")]
+    pub use crate::tls::not_trusted;
     pub use crate::{Locked, Record, Table, Versioned};
     pub use futures_core::future::BoxFuture;
     pub use prometheus;

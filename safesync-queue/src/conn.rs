@@ -19,6 +19,10 @@ pub(crate) const READ_MARGIN: Duration = Duration::from_secs(3);
 /// Opens a Redis client from a URL (`redis://[user:password@]host[:port][/db]`),
 /// checking only the URL's shape: nothing is connected yet.
 ///
+/// With the feature `tls`, `rediss://…` connects over TLS and verifies the
+/// server against the public web PKI roots; for a server whose certificate
+/// a private CA signed, use `client_tls` (feature `tls`).
+///
 /// A URL that does not parse is [`Error::Config`] naming it, password
 /// replaced by `***`.
 ///
@@ -30,11 +34,13 @@ pub(crate) const READ_MARGIN: Duration = Duration::from_secs(3);
 /// # Ok::<_, safesync_core::Error>(())
 /// ```
 pub fn client(url: &str) -> Result<Client> {
+    #[cfg(feature = "tls")]
+    crate::tls::install_crypto_provider();
     Client::open(url).map_err(|e| {
         let redacted = redact_url(url);
         Error::Config(format!(
             "cannot use Redis URL `{redacted}`: {}; expected \
-             `redis://[user:password@]host[:port][/db]`",
+             `redis://[user:password@]host[:port][/db]` (or `rediss://` with the feature `tls`)",
             e.to_string().replace(url, &redacted)
         ))
     })
@@ -117,6 +123,8 @@ pub(crate) async fn connect(
     client: &Client,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection> {
+    #[cfg(feature = "tls")]
+    crate::tls::install_crypto_provider();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
         .set_response_timeout(response_timeout)
@@ -131,12 +139,26 @@ pub(crate) async fn connect(
     .await
     {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(redis_err(format!("connect to {}", addr(client)), e)),
+        Ok(Err(e)) => Err(connect_error(client, e)),
         Err(_) => Err(Error::Redis {
             op: format!("connect to {}", addr(client)),
             source: format!("no answer within {limit:?}").into(),
         }),
     }
+}
+
+/// [`Error::TlsNotTrusted`] when the server's certificate was refused,
+/// otherwise [`Error::Redis`].
+fn connect_error(client: &Client, e: RedisError) -> Error {
+    #[cfg(feature = "tls")]
+    if let Some(reason) = safesync_core::__private::not_trusted(&e) {
+        return Error::TlsNotTrusted {
+            target: format!("Redis at {}", addr(client)),
+            reason,
+            source: Box::new(e),
+        };
+    }
+    redis_err(format!("connect to {}", addr(client)), e)
 }
 
 /// A shared connection for ordinary commands (acks, claims, dead letters),

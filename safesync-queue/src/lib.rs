@@ -75,6 +75,8 @@ mod metrics;
 mod outbox;
 mod relay;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 mod worker;
 
 pub use admin::{PendingEntry, dead_letter, groups, pending_entries, purge_dead_letters};
@@ -88,6 +90,8 @@ pub use metrics::QueueMetrics;
 pub use outbox::{OUTBOX_TABLE, ensure_outbox};
 pub use relay::{Relay, RelaySummary};
 pub use stream::{DATA_FIELD, SendOptions, Stream};
+#[cfg(feature = "tls")]
+pub use tls::client_tls;
 pub use worker::{Summary, Worker};
 
 /// The redis crate the queue is built on, for the [`redis::Client`] its

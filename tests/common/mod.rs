@@ -13,6 +13,7 @@ pub mod private_redis;
 pub mod processes;
 #[cfg(feature = "queue")]
 pub mod queue;
+pub mod tls;
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
