@@ -237,7 +237,7 @@ async fn pending(stream: &str) -> u64 {
         .pending
 }
 
-fn add(a: Summary, b: Summary) -> (u64, u64, u64, u64) {
+fn add(a: &Summary, b: &Summary) -> (u64, u64, u64, u64) {
     (
         a.processed + b.processed,
         a.acked + b.acked,
@@ -289,7 +289,7 @@ async fn every_order_is_processed_exactly_once_by_concurrent_workers(backend: Ba
     for (id, (status, hits)) in &all {
         assert_eq!((status.as_str(), *hits), ("processed", 1), "order {id}");
     }
-    assert_eq!(add(a, b), (500, 500, 0, 0), "{a:?} {b:?}");
+    assert_eq!(add(&a, &b), (500, 500, 0, 0), "{a:?} {b:?}");
     assert!(
         a.processed > 0 && b.processed > 0,
         "both workers took part: {a:?} {b:?}"
@@ -1316,7 +1316,7 @@ async fn cancelling_stops_promptly_and_a_second_run_drains_the_rest() {
         cancelled.elapsed()
     );
 
-    assert_eq!(add(first, second), (300, 300, 0, 0), "{first:?} {second:?}");
+    assert_eq!(add(&first, &second), (300, 300, 0, 0), "{first:?} {second:?}");
     for (id, (status, hits)) in orders(&t.db).await {
         assert_eq!((status.as_str(), hits), ("processed", 1), "order {id}");
     }

@@ -78,7 +78,7 @@ pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
 pub use stream::{DATA_FIELD, SendOptions, Stream};
-pub use worker::{Summary, Worker};
+pub use worker::{FailedDelivery, Summary, Worker};
 
 /// The redis crate the queue is built on, for the [`redis::Client`] its
 /// calls take.

@@ -24,6 +24,10 @@
 //!   trip.
 //! - [`report`]: the one reporting path, feeding [`Summary`] and
 //!   [`QueueMetrics`] together.
+//! - [`failure`]: what a failed delivery shows: its [`FailedDelivery`],
+//!   the last error per stream and group (in [`Summary`] and in Redis for
+//!   [`health`](crate::health)) and the [`on_failure`](Worker::on_failure)
+//!   hook, all called from settle.
 //!
 //! Configuration ([`config`]) and routes ([`route`]) are set once at `run`
 //! and only read afterwards.
@@ -58,6 +62,7 @@ mod config;
 mod decode;
 mod delivery;
 mod dispatch;
+mod failure;
 mod housekeep;
 mod read;
 mod read_plan;
@@ -81,6 +86,8 @@ use tokio_util::sync::CancellationToken;
 use self::ack::Acks;
 use self::config::Config;
 use self::dispatch::Dispatcher;
+pub use self::failure::FailedDelivery;
+pub(crate) use self::failure::parse as parse_last_error;
 use self::read::Reading;
 use self::read_plan::Limits;
 use self::report::Stats;
@@ -175,6 +182,7 @@ pub struct Worker {
     handlers: Vec<Arc<dyn ErasedHandler>>,
     config: Config,
     metrics: Option<QueueMetrics>,
+    on_failure: Option<failure::Hook>,
     skip_acks: u64,
 }
 
@@ -231,6 +239,7 @@ impl Worker {
             handlers: Vec::new(),
             config: Config::defaults(default_consumer_name()),
             metrics: None,
+            on_failure: None,
             skip_acks: 0,
         }
     }
@@ -366,6 +375,7 @@ impl Worker {
             config.consumer.clone(),
             config.max_deliveries,
             acks.clone(),
+            self.on_failure,
         );
         let runner = Runner::new(self.db, config.ledger, settler);
         let dispatch = Dispatcher::new(config.concurrency, runner);

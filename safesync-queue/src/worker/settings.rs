@@ -7,7 +7,10 @@ use safesync_core::RetryPolicy;
 #[cfg(doc)]
 use safesync_core::{Db, Error};
 
+use std::sync::Arc;
+
 use super::Worker;
+use super::failure::FailedDelivery;
 use crate::metrics::QueueMetrics;
 
 impl Worker {
@@ -255,6 +258,29 @@ impl Worker {
     /// not set.
     pub fn metrics(mut self, metrics: QueueMetrics) -> Worker {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Calls `hook` with every failed delivery (each one counted in
+    /// [`Summary::failed`](super::Summary::failed)), for users who route
+    /// failures elsewhere (an error tracker, an alert). The hook runs on
+    /// the message's task after the entry is settled: keep it quick and
+    /// non-blocking (hand the failure to a channel for slow work). A
+    /// panicking hook is caught and logged; the worker goes on. A second
+    /// call replaces the hook.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let worker = safesync_queue::Worker::new(db, redis).on_failure(|f| {
+    ///     eprintln!("{}/{} {} failed: {}", f.stream, f.group, f.id, f.reason);
+    /// });
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn on_failure(mut self, hook: impl Fn(&FailedDelivery) + Send + Sync + 'static) -> Worker {
+        self.on_failure = Some(Arc::new(hook));
         self
     }
 
