@@ -115,8 +115,10 @@ impl Worker {
     }
 
     /// After how long unacknowledged entries, of any consumer of the group
-    /// (a failed handler, a crashed worker), are claimed and delivered
-    /// again. Claims are checked every half of this. 1 ms to 7 days.
+    /// (a crashed worker, a stuck one), are claimed and delivered again.
+    /// Claims are checked every half of this. 1 ms to 7 days. An entry
+    /// whose delivery failed here comes back sooner, after
+    /// [`redelivery_backoff`](Worker::redelivery_backoff).
     pub fn claim_idle(mut self, d: Duration) -> Worker {
         self.config.claim_idle = d;
         self
@@ -204,6 +206,33 @@ impl Worker {
     /// ```
     pub fn handler_timeout(mut self, d: Duration) -> Worker {
         self.config.handler_timeout = Some(d);
+        self
+    }
+
+    /// The delay before a failed entry is delivered again: `first` after
+    /// its first delivery, doubling with each delivery, at most `max`,
+    /// each drawn between half that and that (jitter). Default 1 s to
+    /// 30 s (or a quarter and half of [`claim_idle`](Worker::claim_idle)
+    /// when shorter). This worker claims the entry back itself when due
+    /// (`XCLAIM`), so other entries are not held up meanwhile;
+    /// `claim_idle` stays the rule for the entries of a consumer that
+    /// died (this one's included, should it die before). `first` must be
+    /// at least 1 ms and at most `max`, `max` at most `claim_idle`
+    /// (checked by [`run`](Worker::run): [`Error::Config`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// use std::time::Duration;
+    ///
+    /// let worker = safesync_queue::Worker::new(db, redis)
+    ///     .redelivery_backoff(Duration::from_millis(500), Duration::from_secs(20));
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn redelivery_backoff(mut self, first: Duration, max: Duration) -> Worker {
+        self.config.redelivery = Some((first, max));
         self
     }
 

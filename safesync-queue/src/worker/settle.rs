@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::ack::Acks;
 use super::delivery::{Delivery, Failure, Outcome};
 use super::failure::{self, FailedDelivery, Hook};
+use super::redeliver::Redeliveries;
 use super::report::Event;
 use crate::conn::SideConn;
 use crate::dead_letter::{Burial, bury, cap_reason};
@@ -23,7 +24,9 @@ const MAX_REMEMBERED_ERRORS: usize = 10_000;
 pub(crate) enum Decision {
     /// Done with: acknowledge it.
     Ack,
-    /// Leave it pending: delivered again after `claim_idle`.
+    /// Leave it pending: delivered again by this worker after a back-off
+    /// growing with its delivery count (or, should it die, by any after
+    /// `claim_idle`).
     Pending,
     /// Move it to the group's dead letters (and acknowledge it), with the
     /// reason.
@@ -87,6 +90,8 @@ struct Inner {
     acks: Acks,
     /// `Worker::on_failure`'s hook.
     on_failure: Option<Hook>,
+    /// Where failed entries are scheduled for their next delivery.
+    redeliveries: Arc<Redeliveries>,
     /// The last failure of entries left pending, by route and id, for the
     /// reason of their dead letter.
     last_errors: Mutex<HashMap<(usize, String), String>>,
@@ -99,6 +104,7 @@ impl Settler {
         max_deliveries: u64,
         acks: Acks,
         on_failure: Option<Hook>,
+        redeliveries: Arc<Redeliveries>,
     ) -> Settler {
         Settler {
             inner: Arc::new(Inner {
@@ -107,6 +113,7 @@ impl Settler {
                 max_deliveries,
                 acks,
                 on_failure,
+                redeliveries,
                 last_errors: Mutex::new(HashMap::new()),
             }),
         }
@@ -182,6 +189,11 @@ impl Settler {
             }
             Decision::Pending => {
                 let Outcome::Failed(f) = outcome else { return };
+                let wait =
+                    inner
+                        .redeliveries
+                        .schedule(d.route.index, d.entry.id.clone(), d.deliveries);
+                tracing::debug!(id = %d.entry.id, ?wait, "next delivery scheduled");
                 let reason = cap_reason(&f.reason).into_owned();
                 if let Ok(mut errors) = inner.last_errors.lock() {
                     // Bounded, should entries be taken over by other
