@@ -133,7 +133,9 @@ async fn run_failing(
         Worker::new(t.db.clone(), redis_client())
             .handle(Bill { stream })
             .concurrency(2)
-            .claim_idle(Duration::from_millis(300))
+            // Redelivered after 50 to 200 ms, never claimed meanwhile.
+            .claim_idle(Duration::from_secs(10))
+            .redelivery_backoff(Duration::from_millis(50), Duration::from_millis(200))
             .max_deliveries(MAX_DELIVERIES)
             .block(Duration::from_millis(100))
             .on_failure(hook)

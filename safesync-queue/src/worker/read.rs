@@ -254,8 +254,17 @@ impl Loop<'_> {
     ) -> Result<()> {
         let ctx = self.ctx;
         let min_idle = due.iter().map(|(_, d)| *d).min().unwrap_or_default();
-        let ids: Vec<String> = due.into_iter().map(|(id, _)| id).collect();
         let route = &self.route;
+        // One running here (claimed meanwhile after `claim_idle`) is left
+        // alone: claiming it would only raise its delivery count.
+        let ids: Vec<String> = due
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !ctx.dispatch.is_in_flight(route, id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let entries = redeliver::claim(
             &ctx.side,
             &route.key,
