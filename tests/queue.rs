@@ -1097,6 +1097,7 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
             .concurrency(2)
             .block(Duration::from_millis(100))
             .claim_idle(Duration::from_millis(500))
+            .redelivery_backoff(Duration::from_millis(200), Duration::from_millis(400))
             .max_deliveries(3)
             .metrics(safesync::queue::QueueMetrics::register(&registry).unwrap())
             .run(stop.clone()),
@@ -1122,8 +1123,8 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered() {
     let calls = behaviour.calls.lock().unwrap().clone();
     assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1)]));
     assert!(
-        elapsed >= Duration::from_secs(1),
-        "two claims of 500 ms idle each: {elapsed:?}"
+        elapsed >= Duration::from_millis(300),
+        "two back-offs, of 100-200 ms then 200-400 ms: {elapsed:?}"
     );
     assert_eq!(
         (s.processed, s.failed, s.claimed, s.dead_lettered, s.acked),
@@ -1796,6 +1797,7 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
             .concurrency(2)
             .block(Duration::from_millis(100))
             .claim_idle(Duration::from_millis(500))
+            .redelivery_backoff(Duration::from_millis(200), Duration::from_millis(400))
             .max_deliveries(3)
             .run(stop.clone()),
     );
@@ -1815,8 +1817,8 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered() {
     let calls = behaviour.calls.lock().unwrap().clone();
     assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1), (-4, 3)]));
     assert!(
-        elapsed >= Duration::from_secs(1),
-        "two claims of 500 ms idle each: {elapsed:?}"
+        elapsed >= Duration::from_millis(300),
+        "two back-offs, of 100-200 ms then 200-400 ms: {elapsed:?}"
     );
     assert_eq!(
         (s.processed, s.failed, s.dead_lettered, s.acked),

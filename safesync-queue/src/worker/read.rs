@@ -274,6 +274,7 @@ impl Loop<'_> {
             &ids,
         )
         .await?;
+        route.report.add(Event::Claimed, entries.len() as u64);
         self.redeliver(entries, stop).await
     }
 

@@ -42,7 +42,9 @@ pub struct Summary {
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,
-    /// Entries claimed from idle consumers (this one included).
+    /// Entries claimed from idle consumers: after `claim_idle`, or by this
+    /// worker from itself when a failed entry's back-off is over (see
+    /// [`Worker::redelivery_backoff`](crate::Worker::redelivery_backoff)).
     pub claimed: u64,
     /// Pending entries found deleted or trimmed away, then acknowledged.
     pub trimmed: u64,
