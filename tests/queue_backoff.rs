@@ -174,7 +174,58 @@ async fn the_delays_between_deliveries_grow_and_others_flow(backend: Backend) {
     t.cleanup().await;
 }
 
-on_every_backend!(the_delays_between_deliveries_grow_and_others_flow);
+/// With a free slot and nothing else sent, the read loop is blocked in
+/// `XREADGROUP` (5 s) when the entry fails: the end of its back-off must
+/// wake it, not the end of the block.
+async fn a_back_off_ending_wakes_a_blocked_read(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    t.exec("CREATE TABLE backoff_done (id BIGINT NOT NULL)")
+        .await;
+    let stream: &'static str = Box::leak(common::unique("backoff-wake").into_boxed_str());
+    Stream::<Job>::new(stream)
+        .send(&redis_client(), &Job { id: FAILING })
+        .await
+        .unwrap();
+    let runs = Runs::default();
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(Work {
+                stream,
+                runs: Arc::clone(&runs),
+            })
+            .concurrency(2)
+            .block(Duration::from_secs(5))
+            .claim_idle(CLAIM_IDLE)
+            .redelivery_backoff(FIRST, FIRST)
+            .max_deliveries(3)
+            .run(stop.clone()),
+    );
+    let start = Instant::now();
+    while runs.lock().unwrap().get(&FAILING).map_or(0, Vec::len) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "runs {:?}",
+            runs.lock().unwrap().get(&FAILING)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let failing = runs.lock().unwrap()[&FAILING].clone();
+    for gap in failing.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap < FIRST + Duration::from_secs(1),
+            "a redelivery waited {gap:?}: the blocked read was not woken"
+        );
+    }
+    t.cleanup().await;
+}
+
+on_every_backend!(
+    the_delays_between_deliveries_grow_and_others_flow,
+    a_back_off_ending_wakes_a_blocked_read,
+);
 
 #[tokio::test]
 async fn nonsense_back_off_settings_are_refused_naming_the_setting() {
