@@ -78,6 +78,21 @@ impl Handler for Work {
     }
 }
 
+/// Runs [`Work`] on `stream` until `stop`, as `configure` sets it up.
+fn spawn(
+    t: &TestDb,
+    stream: &'static str,
+    runs: &Runs,
+    stop: &CancellationToken,
+    configure: impl FnOnce(Worker) -> Worker,
+) -> tokio::task::JoinHandle<Result<safesync::Summary, Error>> {
+    let worker = Worker::new(t.db.clone(), redis_client()).handle(Work {
+        stream,
+        runs: Arc::clone(runs),
+    });
+    tokio::spawn(configure(worker.claim_idle(CLAIM_IDLE)).run(stop.clone()))
+}
+
 async fn the_delays_between_deliveries_grow_and_others_flow(backend: Backend) {
     let t = TestDb::new(backend).await;
     t.exec("CREATE TABLE backoff_done (id BIGINT NOT NULL)")
@@ -88,20 +103,12 @@ async fn the_delays_between_deliveries_grow_and_others_flow(backend: Backend) {
     jobs.send(&redis, &Job { id: FAILING }).await.unwrap();
     let runs = Runs::default();
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(
-        Worker::new(t.db.clone(), redis_client())
-            .handle(Work {
-                stream,
-                runs: Arc::clone(&runs),
-            })
-            // One slot: an entry waiting out its back-off must not hold it.
-            .concurrency(1)
-            .claim_idle(CLAIM_IDLE)
+    let worker = spawn(&t, stream, &runs, &stop, |w| {
+        // One slot: an entry waiting out its back-off must not hold it.
+        w.concurrency(1)
             .redelivery_backoff(FIRST, MAX)
             .max_deliveries(MAX_DELIVERIES)
-            // The default block (5 s): a back-off ending wakes the read.
-            .run(stop.clone()),
-    );
+    });
 
     // Other jobs, sent one by one while the failing one backs off: each is
     // handled at once.
@@ -188,19 +195,12 @@ async fn a_back_off_ending_wakes_a_blocked_read(backend: Backend) {
         .unwrap();
     let runs = Runs::default();
     let stop = CancellationToken::new();
-    let worker = tokio::spawn(
-        Worker::new(t.db.clone(), redis_client())
-            .handle(Work {
-                stream,
-                runs: Arc::clone(&runs),
-            })
-            .concurrency(2)
+    let worker = spawn(&t, stream, &runs, &stop, |w| {
+        w.concurrency(2)
             .block(Duration::from_secs(5))
-            .claim_idle(CLAIM_IDLE)
             .redelivery_backoff(FIRST, FIRST)
             .max_deliveries(3)
-            .run(stop.clone()),
-    );
+    });
     let start = Instant::now();
     while runs.lock().unwrap().get(&FAILING).map_or(0, Vec::len) < 3 {
         assert!(
