@@ -66,6 +66,11 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Prints safesync's events; with the queue, a WARN per failed delivery
+    // and an ERROR per dead letter.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let args = parse_args()?;
     let db = Db::connect(&args.url).await?;
     db.execute(

@@ -75,6 +75,11 @@ async fn serve_metrics(addr: &str, stop: CancellationToken) -> std::io::Result<(
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Prints safesync's events; with the queue, a WARN per failed delivery
+    // and an ERROR per dead letter.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let mut args = std::env::args().skip(1);
     let mut url = None;
     let mut hold = Duration::ZERO;

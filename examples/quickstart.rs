@@ -50,6 +50,11 @@ fn database_url() -> Result<(String, Option<tempfile::TempDir>), Box<dyn std::er
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Prints safesync's events; with the queue, a WARN per failed delivery
+    // and an ERROR per dead letter.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let (url, _tempdir) = database_url()?;
     let db = Db::connect(&url).await?;
     println!("database: {:?}", db.dialect());

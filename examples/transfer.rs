@@ -64,6 +64,11 @@ fn url_from_args() -> Result<Option<String>, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Prints safesync's events; with the queue, a WARN per failed delivery
+    // and an ERROR per dead letter.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .init();
     let dir = tempfile::tempdir()?;
     let url = url_from_args()?
         .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("transfer.db").display()));

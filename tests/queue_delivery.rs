@@ -61,7 +61,7 @@ async fn every_order_is_processed_exactly_once_by_concurrent_workers(backend: Ba
     for (id, (status, hits)) in &all {
         assert_eq!((status.as_str(), *hits), ("processed", 1), "order {id}");
     }
-    assert_eq!(add(a, b), (500, 500, 0, 0), "{a:?} {b:?}");
+    assert_eq!(add(&a, &b), (500, 500, 0, 0), "{a:?} {b:?}");
     assert!(
         a.processed > 0 && b.processed > 0,
         "both workers took part: {a:?} {b:?}"

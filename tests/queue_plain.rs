@@ -106,6 +106,7 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered(backend: Backend)
             // on a loaded machine: a claim while the failed delivery is
             // still in flight would count a delivery that never runs.
             .claim_idle(Duration::from_secs(1))
+            .redelivery_backoff(Duration::from_millis(200), Duration::from_millis(400))
             .max_deliveries(3)
             .run(stop.clone()),
     );
@@ -125,8 +126,8 @@ async fn a_failing_plain_handler_is_retried_then_dead_lettered(backend: Backend)
     let calls = behaviour.calls.lock().unwrap().clone();
     assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1), (-4, 3)]));
     assert!(
-        elapsed >= Duration::from_secs(2),
-        "two claims of 1 s idle each: {elapsed:?}"
+        elapsed >= Duration::from_millis(300),
+        "two back-offs, of 100-200 ms then 200-400 ms: {elapsed:?}"
     );
     assert_eq!(
         (s.processed, s.failed, s.dead_lettered, s.acked),

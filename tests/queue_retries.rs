@@ -328,7 +328,7 @@ async fn a_handler_past_its_timeout_is_cancelled_then_dead_lettered(backend: Bac
 
 // --- Handler failures: retried after claim_idle, then dead letters ------
 
-async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered(backend: Backend) {
+async fn a_failing_handler_is_redelivered_after_its_backoff_then_dead_lettered(backend: Backend) {
     let t = setup_orders(backend, 3).await;
     let stream = unique_stream("retry");
     send_orders(stream, 1..=3).await;
@@ -349,6 +349,7 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered(backen
             // on a loaded machine: a claim while the failed delivery is
             // still in flight would count a delivery that never runs.
             .claim_idle(Duration::from_secs(1))
+            .redelivery_backoff(Duration::from_millis(200), Duration::from_millis(400))
             .max_deliveries(3)
             .metrics(safesync::queue::QueueMetrics::register(&registry).unwrap())
             .run(stop.clone()),
@@ -374,8 +375,8 @@ async fn a_failing_handler_is_retried_after_claim_idle_then_dead_lettered(backen
     let calls = behaviour.calls.lock().unwrap().clone();
     assert_eq!(calls, HashMap::from([(1, 3), (2, 3), (3, 1)]));
     assert!(
-        elapsed >= Duration::from_secs(2),
-        "two claims of 1 s idle each: {elapsed:?}"
+        elapsed >= Duration::from_millis(300),
+        "two back-offs, of 100-200 ms then 200-400 ms: {elapsed:?}"
     );
     assert_eq!(
         (s.processed, s.failed, s.claimed, s.dead_lettered, s.acked),
@@ -476,7 +477,7 @@ async fn an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed(backend:
 on_every_backend!(
     version_conflicts_are_retried_in_place_not_after_claim_idle,
     a_begin_that_fails_while_retrying_is_not_the_handlers_failure,
-    a_failing_handler_is_retried_after_claim_idle_then_dead_lettered,
+    a_failing_handler_is_redelivered_after_its_backoff_then_dead_lettered,
     an_entry_over_the_delivery_limit_is_dead_lettered_when_claimed,
 );
 

@@ -87,7 +87,11 @@ async fn cancelling_stops_promptly_and_a_second_run_drains_the_rest(backend: Bac
         cancelled.elapsed()
     );
 
-    assert_eq!(add(first, second), (300, 300, 0, 0), "{first:?} {second:?}");
+    assert_eq!(
+        add(&first, &second),
+        (300, 300, 0, 0),
+        "{first:?} {second:?}"
+    );
     for (id, (status, hits)) in orders(&t.db).await {
         assert_eq!((status.as_str(), hits), ("processed", 1), "order {id}");
     }

@@ -1,5 +1,6 @@
 //! A consumer group's health: length, pending, lag, dead letters, consumers.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::{Client, Value};
@@ -7,7 +8,8 @@ use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
 use crate::entry::{get, int, items, pairs, text};
-use crate::keys::{dead_letter_key, legacy_dead_letter_key};
+use crate::keys::{dead_letter_key, last_error_key, legacy_dead_letter_key};
+use crate::worker::{FailedDelivery, parse_last_error};
 
 /// A snapshot of a stream and one of its consumer groups, from
 /// [`health`].
@@ -35,6 +37,12 @@ pub struct Health {
     /// servers (or when Redis cannot tell, after deletions) `Some(0)` when
     /// the group has read up to the newest entry, `None` otherwise.
     pub lag: Option<u64>,
+    /// The group's last failed delivery, by any of its workers (entry id,
+    /// delivery, reason, consumer, when), from the small hash
+    /// `{<stream>}:last-error:<group>` each failure overwrites; `None`
+    /// when no worker recorded one. It stays after the entry is handled
+    /// or dead-lettered: compare its `at` with the time to judge it.
+    pub last_error: Option<FailedDelivery>,
 }
 
 /// One consumer of a group, in [`Health::consumers`].
@@ -48,6 +56,10 @@ pub struct ConsumerHealth {
     /// Time since it last read or claimed.
     pub idle: Duration,
 }
+
+/// The replies of `health`'s pipeline: three lengths, the consumers, the
+/// last-error hash.
+type Replies = (u64, u64, u64, Value, HashMap<String, String>);
 
 /// Reads the health of `group` on `stream`.
 ///
@@ -65,6 +77,9 @@ pub struct ConsumerHealth {
 ///     h.dead_letters,
 ///     h.consumers.len()
 /// );
+/// if let Some(e) = &h.last_error {
+///     println!("last error: {} on delivery {}: {}", e.id, e.delivery, e.reason);
+/// }
 /// # Ok(()) }
 /// ```
 pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health> {
@@ -101,21 +116,22 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
     let count = |v: Option<&Value>| v.and_then(int).and_then(|i| u64::try_from(i).ok());
     let pending = count(get(&info, "pending")).unwrap_or(0);
 
-    let (length, dead_letters, legacy_dead_letters, consumers): (u64, u64, u64, Value) =
-        redis::pipe()
-            .cmd("XLEN")
-            .arg(stream)
-            .cmd("XLEN")
-            .arg(dead_letter_key(stream, group))
-            .cmd("XLEN")
-            .arg(legacy_dead_letter_key(stream))
-            .cmd("XINFO")
-            .arg("CONSUMERS")
-            .arg(stream)
-            .arg(group)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| conn::redis_err(op("XLEN/XPENDING/XINFO CONSUMERS"), e))?;
+    let (length, dead_letters, legacy_dead_letters, consumers, last_error): Replies = redis::pipe()
+        .cmd("XLEN")
+        .arg(stream)
+        .cmd("XLEN")
+        .arg(dead_letter_key(stream, group))
+        .cmd("XLEN")
+        .arg(legacy_dead_letter_key(stream))
+        .cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .cmd("HGETALL")
+        .arg(last_error_key(stream, group))
+        .query_async(&mut c)
+        .await
+        .map_err(|e| conn::redis_err(op("XLEN/XINFO CONSUMERS/HGETALL"), e))?;
 
     let oldest_pending_idle = if pending == 0 {
         None
@@ -157,6 +173,7 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
         legacy_dead_letters,
         consumers,
         lag,
+        last_error: parse_last_error(stream, group, last_error),
     })
 }
 

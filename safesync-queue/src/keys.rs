@@ -7,6 +7,7 @@
 //! | `orders` | the stream |
 //! | `{orders}:dead:<group>` | the entries `<group>` gave up on ([`dead_letters`](crate::dead_letters)) |
 //! | `{orders}:replay:<group>` | dead letters replayed to `<group>` alone ([`replay_dead_letter`](crate::replay_dead_letter)); read only by that group's workers |
+//! | `{orders}:last-error:<group>` | a small hash: `<group>`'s last failed delivery (id, delivery, reason, consumer), read by [`health`](crate::health) |
 //! | `orders:dead` | before per-group dead letters: every group's, still listed and replayable |
 //! | `{orders}:outbox:<row id>.<nonce>` | the entry id a [`Relay`](crate::Relay) added for an outbox row, so a resend of that row adds nothing (expires after the relay's `dedup_ttl`) |
 //!
@@ -69,6 +70,12 @@ pub(crate) fn outbox_dedup_key(stream: &str, row_id: i64, nonce: i64) -> String 
     related(stream, "outbox", &format!("{row_id}.{nonce:016x}"))
 }
 
+/// The key of the hash holding the last failed delivery of `group` on
+/// `stream`: `{<stream>}:last-error:<group>`, in the stream's hash slot.
+pub(crate) fn last_error_key(stream: &str, group: &str) -> String {
+    related(stream, "last-error", group)
+}
+
 /// The dead-letter key shared by every group before dead letters were kept
 /// per group: `<stream>:dead`. Nothing is added to it any more; its
 /// entries are still listed and replayed for the group that gave up.
@@ -113,6 +120,7 @@ mod tests {
                 dead_letter_key(stream, "billing"),
                 replay_key(stream, "g:1"),
                 outbox_dedup_key(stream, 7, -1),
+                last_error_key(stream, "billing"),
             ] {
                 assert_eq!(slot(&key), slot(stream), "{key} of {stream}");
             }

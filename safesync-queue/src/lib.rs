@@ -92,7 +92,7 @@ pub use relay::{Relay, RelaySummary};
 pub use stream::{DATA_FIELD, SendOptions, Stream};
 #[cfg(feature = "tls")]
 pub use tls::client_tls;
-pub use worker::{Summary, Worker};
+pub use worker::{FailedDelivery, Summary, Worker};
 
 /// The redis crate the queue is built on, for the [`redis::Client`] its
 /// calls take.

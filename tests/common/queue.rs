@@ -278,7 +278,7 @@ pub async fn pending(stream: &str) -> u64 {
         .pending
 }
 
-pub fn add(a: Summary, b: Summary) -> (u64, u64, u64, u64) {
+pub fn add(a: &Summary, b: &Summary) -> (u64, u64, u64, u64) {
     (
         a.processed + b.processed,
         a.acked + b.acked,

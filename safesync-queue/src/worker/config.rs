@@ -23,6 +23,12 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `claim_idle` when that is shorter.
 pub(crate) const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The first and longest delay between the deliveries of a failed entry
+/// when none is set: these, or a quarter and half of `claim_idle` when
+/// shorter.
+pub(crate) const DEFAULT_REDELIVERY: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(30));
+
 /// The worker's settings, as set; [`Config::check`] says whether they are
 /// usable.
 #[derive(Debug, Clone)]
@@ -43,6 +49,8 @@ pub(crate) struct Config {
     pub(crate) retry: RetryPolicy,
     /// `Worker::handler_timeout`, when set; see [`Config::handler_timeout`].
     pub(crate) handler_timeout: Option<Duration>,
+    /// `Worker::redelivery_backoff`, when set; see [`Config::redelivery`].
+    pub(crate) redelivery: Option<(Duration, Duration)>,
 }
 
 /// `Err` naming `setting` and its range unless `min <= value <= max`.
@@ -78,6 +86,7 @@ impl Config {
             remove_idle_consumers: None,
             retry: RetryPolicy::default(),
             handler_timeout: None,
+            redelivery: None,
         }
     }
 
@@ -88,6 +97,16 @@ impl Config {
     pub(crate) fn handler_timeout(&self) -> Duration {
         self.handler_timeout
             .unwrap_or_else(|| DEFAULT_HANDLER_TIMEOUT.min(self.claim_idle / 4 * 3))
+    }
+
+    /// The first and longest delay before a failed entry is delivered
+    /// again: the ones set, or [`DEFAULT_REDELIVERY`] capped at a quarter
+    /// and half of `claim_idle`.
+    pub(crate) fn redelivery(&self) -> (Duration, Duration) {
+        self.redelivery.unwrap_or_else(|| {
+            let (first, max) = DEFAULT_REDELIVERY;
+            (first.min(self.claim_idle / 4), max.min(self.claim_idle / 2))
+        })
     }
 
     /// A handler timeout (`setting`, as the user wrote it) of at least 1 ms
@@ -155,6 +174,16 @@ impl Config {
         }
         if let Some(timeout) = self.handler_timeout {
             self.check_timeout("`Worker::handler_timeout`", timeout)?;
+        }
+        if let Some((first, max)) = self.redelivery
+            && !(first >= ms && first <= max && max <= self.claim_idle)
+        {
+            return Err(Error::Config(format!(
+                "`Worker::redelivery_backoff` is ({first:?}, {max:?}); allowed: first at least {ms:?}, \
+                 at most max, and max at most `Worker::claim_idle` ({:?}), after which any \
+                 consumer claims the entry",
+                self.claim_idle
+            )));
         }
         Ok(())
     }
@@ -255,6 +284,48 @@ mod tests {
         let mut c = config();
         c.handler_timeout = Some(Duration::from_millis(59_999));
         c.check().unwrap();
+    }
+
+    #[test]
+    fn a_redelivery_backoff_must_grow_and_stay_within_claim_idle() {
+        let s = Duration::from_secs;
+        for (first, max) in [
+            (Duration::ZERO, s(1)),
+            (s(2), s(1)),
+            (s(1), s(61)),
+            (Duration::MAX, Duration::MAX),
+        ] {
+            let err = error(|c| c.redelivery = Some((first, max)));
+            assert!(
+                err.contains(&format!(
+                    "`Worker::redelivery_backoff` is ({first:?}, {max:?}); allowed: first at least 1ms, at most max, and max at most `Worker::claim_idle` (60s)"
+                )),
+                "{err}"
+            );
+        }
+        let mut c = config();
+        c.redelivery = Some((Duration::from_millis(1), s(60)));
+        c.check().unwrap();
+    }
+
+    #[test]
+    fn the_default_redelivery_backoff_is_1s_to_30s_or_within_claim_idle() {
+        let mut c = config();
+        assert_eq!(
+            c.redelivery(),
+            (Duration::from_secs(1), Duration::from_secs(30))
+        );
+        c.claim_idle = Duration::from_secs(2);
+        assert_eq!(
+            c.redelivery(),
+            (Duration::from_millis(500), Duration::from_secs(1))
+        );
+        c.check().unwrap();
+        c.redelivery = Some((Duration::from_millis(10), Duration::from_millis(20)));
+        assert_eq!(
+            c.redelivery(),
+            (Duration::from_millis(10), Duration::from_millis(20))
+        );
     }
 
     #[test]

@@ -24,6 +24,10 @@
 //!   trip.
 //! - [`report`]: the one reporting path, feeding [`Summary`] and
 //!   [`QueueMetrics`] together.
+//! - [`failure`]: what a failed delivery shows: its [`FailedDelivery`],
+//!   the last error per stream and group (in [`Summary`] and in Redis for
+//!   [`health`](crate::health)) and the [`on_failure`](Worker::on_failure)
+//!   hook, all called from settle.
 //!
 //! Configuration ([`config`]) and routes ([`route`]) are set once at `run`
 //! and only read afterwards.
@@ -58,9 +62,11 @@ mod config;
 mod decode;
 mod delivery;
 mod dispatch;
+mod failure;
 mod housekeep;
 mod read;
 mod read_plan;
+mod redeliver;
 mod report;
 mod route;
 mod run;
@@ -81,8 +87,11 @@ use tokio_util::sync::CancellationToken;
 use self::ack::Acks;
 use self::config::Config;
 use self::dispatch::Dispatcher;
+pub use self::failure::FailedDelivery;
+pub(crate) use self::failure::parse as parse_last_error;
 use self::read::Reading;
 use self::read_plan::Limits;
+use self::redeliver::Redeliveries;
 use self::report::Stats;
 pub use self::report::Summary;
 use self::run::Runner;
@@ -116,8 +125,11 @@ use crate::metrics::QueueMetrics;
 ///   [`handler_timeout`](Worker::handler_timeout) is cancelled, its
 ///   transaction rolled back, and it fails with "timed out after …".
 /// - **Failures.** A handler's `Err` or panic rolls back and leaves the
-///   entry pending; after [`claim_idle`](Worker::claim_idle) it is claimed
-///   (`XAUTOCLAIM`) and delivered again. An entry whose payload cannot be
+///   entry pending; this worker delivers it again after a delay growing
+///   with its delivery count ([`redelivery_backoff`](Worker::redelivery_backoff),
+///   1 s doubling to 30 s by default), while other entries flow. Entries
+///   of a consumer that died are claimed (`XAUTOCLAIM`) after
+///   [`claim_idle`](Worker::claim_idle) and delivered again. An entry whose payload cannot be
 ///   decoded, whose handler rejected it for good
 ///   ([`Error::reject`]: no retry, no further delivery), or whose handler
 ///   failed on its
@@ -175,6 +187,7 @@ pub struct Worker {
     handlers: Vec<Arc<dyn ErasedHandler>>,
     config: Config,
     metrics: Option<QueueMetrics>,
+    on_failure: Option<failure::Hook>,
     skip_acks: u64,
 }
 
@@ -231,6 +244,7 @@ impl Worker {
             handlers: Vec::new(),
             config: Config::defaults(default_consumer_name()),
             metrics: None,
+            on_failure: None,
             skip_acks: 0,
         }
     }
@@ -355,6 +369,8 @@ impl Worker {
             .map(|h| (h.stream(), h.group()))
             .collect();
         let routes = route::routes(self.handlers, &config, &metrics, &stats);
+        let (first, max) = config.redelivery();
+        let redeliveries = Arc::new(Redeliveries::new(routes.len(), first, max));
         for r in &routes {
             commands::create_group(&side, &r.key, r.group(), "0").await?;
         }
@@ -366,6 +382,8 @@ impl Worker {
             config.consumer.clone(),
             config.max_deliveries,
             acks.clone(),
+            self.on_failure,
+            Arc::clone(&redeliveries),
         );
         let runner = Runner::new(self.db, config.ledger, settler);
         let dispatch = Dispatcher::new(config.concurrency, runner);
@@ -381,6 +399,7 @@ impl Worker {
                 claim_idle: config.claim_idle,
             },
             dispatch: dispatch.clone(),
+            redeliveries,
         });
         tracing::info!(
             consumer = %config.consumer,

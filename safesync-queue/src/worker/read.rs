@@ -1,7 +1,9 @@
 //! The read stage: one loop per route, on a connection of its own, reads
 //! its own pending entries after a (re)connect, due claims, then new
 //! entries — in the order [`ReadState`] decides — and hands them to the
-//! dispatch stage. It also creates a deleted group again.
+//! dispatch stage, taking first the entries whose back-off after a failed
+//! delivery is over ([`redeliver`](super::redeliver)). It also creates a
+//! deleted group again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use super::commands::{self, Claimer, Cursor};
 use super::delivery::Delivery;
 use super::dispatch::Dispatcher;
 use super::read_plan::{Limits, Next, ReadState};
+use super::redeliver::{self, Redeliveries};
 use super::report::Event;
 use super::route::Route;
 use crate::conn::{self, READ_MARGIN, SideConn};
@@ -31,6 +34,7 @@ pub(crate) struct Reading {
     pub(crate) consumer: String,
     pub(crate) limits: Limits,
     pub(crate) dispatch: Dispatcher,
+    pub(crate) redeliveries: Arc<Redeliveries>,
 }
 
 /// The connection of the blocking reads, and its id for `CLIENT UNBLOCK`.
@@ -181,9 +185,13 @@ impl Loop<'_> {
         let route = &self.route;
         let (key, group) = (route.key.as_str(), route.group());
         let now = Instant::now();
+        let due = ctx.redeliveries.take_due(route.index, now, free.max(1));
+        if !due.is_empty() {
+            return self.claim_back(due, stop).await;
+        }
         match self.state.next(now, free, self.plain, &ctx.limits) {
             Next::OwnPending { from, count } => {
-                let entries = read(ctx, r, key, group, count, None, &from, stop).await?;
+                let entries = read(ctx, r, key, group, count, None, &from, stop, None).await?;
                 self.state.read_pending(&entries);
                 self.redeliver(entries, stop).await
             }
@@ -211,7 +219,14 @@ impl Loop<'_> {
                     .await
             }
             Next::New { count, block } => {
-                let entries = read(ctx, r, key, group, count, Some(block), ">", stop).await?;
+                // Woken when the next back-off is over, or one is scheduled.
+                let until_due = ctx.redeliveries.next_due(route.index).map(|at| {
+                    at.saturating_duration_since(now)
+                        .max(Duration::from_millis(1))
+                });
+                let block = until_due.map_or(block, |d| block.min(d));
+                let wake = ctx.redeliveries.wake(route.index);
+                let entries = read(ctx, r, key, group, count, Some(block), ">", stop, wake).await?;
                 self.state.read_new(&entries);
                 let deliveries = entries
                     .into_iter()
@@ -227,6 +242,40 @@ impl Loop<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Claims back the entries `due` after their back-off (`XCLAIM` with
+    /// the least of their delays as the minimum idle time) and hands them
+    /// on.
+    async fn claim_back(
+        &self,
+        due: Vec<(String, Duration)>,
+        stop: &CancellationToken,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let min_idle = due.iter().map(|(_, d)| *d).min().unwrap_or_default();
+        let route = &self.route;
+        // One running here (claimed meanwhile after `claim_idle`) is left
+        // alone: claiming it would only raise its delivery count.
+        let ids: Vec<String> = due
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !ctx.dispatch.is_in_flight(route, id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let entries = redeliver::claim(
+            &ctx.side,
+            &route.key,
+            route.group(),
+            &ctx.consumer,
+            min_idle,
+            &ids,
+        )
+        .await?;
+        route.report.add(Event::Claimed, entries.len() as u64);
+        self.redeliver(entries, stop).await
     }
 
     /// Hands on entries delivered again (own pending ones, or claimed),
@@ -264,8 +313,19 @@ impl Loop<'_> {
     }
 }
 
+/// When `stop` is cancelled or `wake` notified.
+async fn woken(stop: &CancellationToken, wake: Option<&tokio::sync::Notify>) {
+    match wake {
+        Some(wake) => tokio::select! {
+            () = stop.cancelled() => {}
+            () = wake.notified() => {}
+        },
+        None => stop.cancelled().await,
+    }
+}
+
 /// `XREADGROUP GROUP g c COUNT n [BLOCK ms] STREAMS s from`. A blocking
-/// read ends at once on `stop`: `CLIENT UNBLOCK` from the side
+/// read ends at once on `stop` (or `wake`: a back-off is over sooner): `CLIENT UNBLOCK` from the side
 /// connection makes it return empty.
 #[allow(clippy::too_many_arguments)] // reason: two call sites; a struct would only rename them
 async fn read(
@@ -277,6 +337,7 @@ async fn read(
     block: Option<Duration>,
     from: &str,
     stop: &CancellationToken,
+    wake: Option<&tokio::sync::Notify>,
 ) -> Result<Vec<Entry>> {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
@@ -295,7 +356,7 @@ async fn read(
     let reply = tokio::select! {
         biased;
         reply = &mut query => reply,
-        () = stop.cancelled(), if block.is_some() => {
+        () = woken(stop, wake), if block.is_some() => {
             let Some(id) = r.id else {
                 // No id to unblock: drop the read; what it may have been
                 // handed stays pending for the next run or a claim.

@@ -2,14 +2,16 @@
 //! [`Reporter`], which adds it to the run's [`Summary`] and to the
 //! Prometheus series of its stream and group at once.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::failure::FailedDelivery;
 use crate::metrics::{Count, Labelled, Outcome};
 
 /// What a [`Worker::run`](crate::Worker::run) did, counted over the whole run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Summary {
     /// Entries delivered to this worker: new, re-read after a reconnect,
@@ -40,7 +42,9 @@ pub struct Summary {
     pub failed: u64,
     /// Entries moved to the dead-letter stream.
     pub dead_lettered: u64,
-    /// Entries claimed from idle consumers (this one included).
+    /// Entries claimed from idle consumers: after `claim_idle`, or by this
+    /// worker from itself when a failed entry's back-off is over (see
+    /// [`Worker::redelivery_backoff`](crate::Worker::redelivery_backoff)).
     pub claimed: u64,
     /// Pending entries found deleted or trimmed away, then acknowledged.
     pub trimmed: u64,
@@ -54,6 +58,9 @@ pub struct Summary {
     /// Deliveries cut off by the handler timeout (also counted in
     /// `failed`; see [`Worker::handler_timeout`](crate::Worker::handler_timeout)).
     pub timed_out: u64,
+    /// The last failed delivery of each stream and group that had one in
+    /// this run (those counted in `failed`), ordered by stream and group.
+    pub last_errors: Vec<FailedDelivery>,
 }
 
 /// Something counted: one field of [`Summary`], and for some the
@@ -101,12 +108,16 @@ impl Event {
 
 /// The run's counts behind [`Summary`], one per [`Event`].
 #[derive(Debug, Default)]
-pub(crate) struct Stats([AtomicU64; Event::ALL]);
+pub(crate) struct Stats {
+    counts: [AtomicU64; Event::ALL],
+    /// The last failed delivery of each stream and group.
+    last_errors: Mutex<BTreeMap<(String, String), FailedDelivery>>,
+}
 
 impl Stats {
     /// What was counted so far.
     pub(crate) fn summary(&self) -> Summary {
-        let get = |e: Event| self.0[e as usize].load(Ordering::Relaxed);
+        let get = |e: Event| self.counts[e as usize].load(Ordering::Relaxed);
         Summary {
             read: get(Event::Read),
             processed: get(Event::Processed),
@@ -121,6 +132,11 @@ impl Stats {
             abandoned: get(Event::Abandoned),
             retried: get(Event::Retried),
             timed_out: get(Event::TimedOut),
+            last_errors: self
+                .last_errors
+                .lock()
+                .map(|e| e.values().cloned().collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -143,9 +159,16 @@ impl Reporter {
         if n == 0 {
             return;
         }
-        self.stats.0[event as usize].fetch_add(n, Ordering::Relaxed);
+        self.stats.counts[event as usize].fetch_add(n, Ordering::Relaxed);
         if let Some(count) = event.metric() {
             self.labels.add(count, n);
+        }
+    }
+
+    /// Keeps `f` as the last error of its stream and group.
+    pub(crate) fn last_error(&self, f: &FailedDelivery) {
+        if let Ok(mut errors) = self.stats.last_errors.lock() {
+            errors.insert((f.stream.clone(), f.group.clone()), f.clone());
         }
     }
 

@@ -7,7 +7,10 @@ use safesync_core::RetryPolicy;
 #[cfg(doc)]
 use safesync_core::{Db, Error};
 
+use std::sync::Arc;
+
 use super::Worker;
+use super::failure::FailedDelivery;
 use crate::metrics::QueueMetrics;
 
 impl Worker {
@@ -112,8 +115,10 @@ impl Worker {
     }
 
     /// After how long unacknowledged entries, of any consumer of the group
-    /// (a failed handler, a crashed worker), are claimed and delivered
-    /// again. Claims are checked every half of this. 1 ms to 7 days.
+    /// (a crashed worker, a stuck one), are claimed and delivered again.
+    /// Claims are checked every half of this. 1 ms to 7 days. An entry
+    /// whose delivery failed here comes back sooner, after
+    /// [`redelivery_backoff`](Worker::redelivery_backoff).
     pub fn claim_idle(mut self, d: Duration) -> Worker {
         self.config.claim_idle = d;
         self
@@ -204,6 +209,33 @@ impl Worker {
         self
     }
 
+    /// The delay before a failed entry is delivered again: `first` after
+    /// its first delivery, doubling with each delivery, at most `max`,
+    /// each drawn between half that and that (jitter). Default 1 s to
+    /// 30 s (or a quarter and half of [`claim_idle`](Worker::claim_idle)
+    /// when shorter). This worker claims the entry back itself when due
+    /// (`XCLAIM`), so other entries are not held up meanwhile;
+    /// `claim_idle` stays the rule for the entries of a consumer that
+    /// died (this one's included, should it die before). `first` must be
+    /// at least 1 ms and at most `max`, `max` at most `claim_idle`
+    /// (checked by [`run`](Worker::run): [`Error::Config`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// use std::time::Duration;
+    ///
+    /// let worker = safesync_queue::Worker::new(db, redis)
+    ///     .redelivery_backoff(Duration::from_millis(500), Duration::from_secs(20));
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn redelivery_backoff(mut self, first: Duration, max: Duration) -> Worker {
+        self.config.redelivery = Some((first, max));
+        self
+    }
+
     /// Deliveries after which an entry whose handler keeps failing moves to
     /// the dead-letter stream (Redis's delivery counter; 1 to `u32::MAX`).
     pub fn max_deliveries(mut self, n: u64) -> Worker {
@@ -255,6 +287,29 @@ impl Worker {
     /// not set.
     pub fn metrics(mut self, metrics: QueueMetrics) -> Worker {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Calls `hook` with every failed delivery (each one counted in
+    /// [`Summary::failed`](super::Summary::failed)), for users who route
+    /// failures elsewhere (an error tracker, an alert). The hook runs on
+    /// the message's task after the entry is settled: keep it quick and
+    /// non-blocking (hand the failure to a channel for slow work). A
+    /// panicking hook is caught and logged; the worker goes on. A second
+    /// call replaces the hook.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let worker = safesync_queue::Worker::new(db, redis).on_failure(|f| {
+    ///     eprintln!("{}/{} {} failed: {}", f.stream, f.group, f.id, f.reason);
+    /// });
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn on_failure(mut self, hook: impl Fn(&FailedDelivery) + Send + Sync + 'static) -> Worker {
+        self.on_failure = Some(Arc::new(hook));
         self
     }
 

@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::ack::Acks;
 use super::delivery::{Delivery, Failure, Outcome};
+use super::failure::{self, FailedDelivery, Hook};
+use super::redeliver::Redeliveries;
 use super::report::Event;
 use crate::conn::SideConn;
 use crate::dead_letter::{Burial, bury, cap_reason};
@@ -22,7 +24,9 @@ const MAX_REMEMBERED_ERRORS: usize = 10_000;
 pub(crate) enum Decision {
     /// Done with: acknowledge it.
     Ack,
-    /// Leave it pending: delivered again after `claim_idle`.
+    /// Leave it pending: delivered again by this worker after a back-off
+    /// growing with its delivery count (or, should it die, by any after
+    /// `claim_idle`).
     Pending,
     /// Move it to the group's dead letters (and acknowledge it), with the
     /// reason.
@@ -84,6 +88,10 @@ struct Inner {
     consumer: String,
     max_deliveries: u64,
     acks: Acks,
+    /// `Worker::on_failure`'s hook.
+    on_failure: Option<Hook>,
+    /// Where failed entries are scheduled for their next delivery.
+    redeliveries: Arc<Redeliveries>,
     /// The last failure of entries left pending, by route and id, for the
     /// reason of their dead letter.
     last_errors: Mutex<HashMap<(usize, String), String>>,
@@ -95,6 +103,8 @@ impl Settler {
         consumer: String,
         max_deliveries: u64,
         acks: Acks,
+        on_failure: Option<Hook>,
+        redeliveries: Arc<Redeliveries>,
     ) -> Settler {
         Settler {
             inner: Arc::new(Inner {
@@ -102,6 +112,8 @@ impl Settler {
                 consumer,
                 max_deliveries,
                 acks,
+                on_failure,
+                redeliveries,
                 last_errors: Mutex::new(HashMap::new()),
             }),
         }
@@ -162,6 +174,10 @@ impl Settler {
         if let (Some(timed), Some(latency)) = (timed, latency) {
             report.handled(timed, latency);
         }
+        if let Outcome::Failed(Failure { reason, .. }) | Outcome::Rejected(reason) = &outcome {
+            let dead = matches!(decision, Decision::DeadLetter(_));
+            self.failed(&d, reason, dead).await;
+        }
         match decision {
             Decision::Ack => {
                 self.forget(&key);
@@ -173,8 +189,12 @@ impl Settler {
             }
             Decision::Pending => {
                 let Outcome::Failed(f) = outcome else { return };
+                let wait =
+                    inner
+                        .redeliveries
+                        .schedule(d.route.index, d.entry.id.clone(), d.deliveries);
+                tracing::debug!(id = %d.entry.id, ?wait, "next delivery scheduled");
                 let reason = cap_reason(&f.reason).into_owned();
-                tracing::warn!(%reason, "handling failed: the entry stays pending");
                 if let Ok(mut errors) = inner.last_errors.lock() {
                     // Bounded, should entries be taken over by other
                     // workers and never come back here.
@@ -185,17 +205,44 @@ impl Settler {
                 }
             }
             Decision::DeadLetter(reason) => {
-                match outcome {
-                    Outcome::Undecodable(_) => {
-                        tracing::warn!(%reason, "undecodable entry: moving it to the dead letters");
-                    }
-                    _ => {
-                        tracing::warn!(id = %d.entry.id, %reason, "giving up: moving the entry to the dead letters");
-                    }
-                }
                 // Boxed: rare, and its state would enlarge every message task.
                 Box::pin(self.dead_letter(&d, &reason)).await;
             }
+        }
+    }
+
+    /// Makes a failed delivery seen: a WARN event, the last error of its
+    /// stream and group in the summary and in Redis (for `health`), and
+    /// the `on_failure` hook. `dead` when it goes to the dead letters.
+    async fn failed(&self, d: &Delivery, reason: &str, dead: bool) {
+        let inner = &*self.inner;
+        let route = &d.route;
+        let f = FailedDelivery {
+            stream: route.stream().to_owned(),
+            group: route.group().to_owned(),
+            id: d.entry.id.clone(),
+            delivery: d.deliveries,
+            reason: cap_reason(reason).into_owned(),
+            consumer: inner.consumer.clone(),
+            dead_lettered: dead,
+            at: SystemTime::now(),
+        };
+        tracing::warn!(
+            stream = route.stream(),
+            group = route.group(),
+            id = %f.id,
+            delivery = f.delivery,
+            reason = %f.reason,
+            then = if dead { "dead letter" } else { "stays pending" },
+            "delivery failed"
+        );
+        route.report.last_error(&f);
+        let op = format!("recording the last error of `{}`", route.stream());
+        if let Err(e) = inner.side.query::<()>(&failure::record(&f), &op).await {
+            tracing::warn!(error = %e, "cannot record the last error for `health`");
+        }
+        if let Some(hook) = &inner.on_failure {
+            failure::call(hook, &f);
         }
     }
 
@@ -227,7 +274,16 @@ impl Settler {
         );
         let op = format!("dead-lettering {} of `{}`", d.entry.id, route.stream());
         match inner.side.pipe::<(String, i64)>(&pipe, &op).await {
-            Ok((_dead_id, acked)) => {
+            Ok((dead_id, acked)) => {
+                tracing::error!(
+                    stream = route.stream(),
+                    group = route.group(),
+                    id = %d.entry.id,
+                    dead_id = %dead_id,
+                    deliveries = d.deliveries,
+                    %reason,
+                    "moved the entry to the dead letters"
+                );
                 route.report.add(Event::DeadLettered, 1);
                 let event = if acked > 0 {
                     Event::Acked
