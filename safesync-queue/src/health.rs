@@ -241,6 +241,18 @@ pub async fn remove_idle_consumers(
     group: &str,
     idle_longer_than: Duration,
 ) -> Result<Vec<String>> {
+    remove_idle_consumers_except(redis, stream, group, idle_longer_than, None).await
+}
+
+/// [`remove_idle_consumers`], sparing the consumer named `except` (a
+/// worker's own, idle between its reads but alive).
+pub(crate) async fn remove_idle_consumers_except(
+    redis: &Client,
+    stream: &str,
+    group: &str,
+    idle_longer_than: Duration,
+    except: Option<&str>,
+) -> Result<Vec<String>> {
     const DELETE_IF_NOTHING_PENDING: &str = r"
         local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
         if #p == 0 then
@@ -252,7 +264,10 @@ pub async fn remove_idle_consumers(
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let mut removed = Vec::new();
     for consumer in h.consumers {
-        if consumer.pending > 0 || consumer.idle <= idle_longer_than {
+        if consumer.pending > 0
+            || consumer.idle <= idle_longer_than
+            || except == Some(consumer.name.as_str())
+        {
             continue;
         }
         let outcome: i64 = redis::cmd("EVAL")

@@ -9,13 +9,15 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::QueueMetrics;
 
 /// Refreshes the health gauges and removes idle consumers, every
-/// `housekeeping_every`, until `stop`. Failures are logged, never fatal.
+/// `housekeeping_every`, until `stop`; never this worker's own consumer,
+/// which is idle between reads but alive. Failures are logged, never fatal.
 pub(crate) async fn housekeep(
     redis: Client,
     metrics: QueueMetrics,
     pairs: Vec<(&'static str, &'static str)>,
     every: Duration,
     remove_idle_consumers: Option<Duration>,
+    own_consumer: String,
     stop: CancellationToken,
 ) {
     loop {
@@ -29,7 +31,15 @@ pub(crate) async fn housekeep(
                 Err(e) => tracing::debug!(stream, group, error = %e, "health refresh failed"),
             }
             if let Some(idle) = remove_idle_consumers {
-                match crate::health::remove_idle_consumers(&redis, stream, group, idle).await {
+                match crate::health::remove_idle_consumers_except(
+                    &redis,
+                    stream,
+                    group,
+                    idle,
+                    Some(&own_consumer),
+                )
+                .await
+                {
                     Ok(removed) if !removed.is_empty() => {
                         tracing::info!(
                             stream,

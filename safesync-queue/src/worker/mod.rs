@@ -413,6 +413,7 @@ impl Worker {
             pairs,
             config.housekeeping_every,
             config.remove_idle_consumers,
+            config.consumer.clone(),
             stop.clone(),
         ));
         // Step 1: a loop that panics stops the others (never the caller's

@@ -262,7 +262,9 @@ impl Worker {
     /// Removes consumers of the worker's groups that have been idle longer
     /// than `idle` and have nothing pending (see
     /// [`remove_idle_consumers`](crate::remove_idle_consumers)), at every
-    /// housekeeping round. Off by default; 1 ms to 7 days.
+    /// housekeeping round, never the worker's own consumer (idle for up to
+    /// `block` in every blocked read, but alive). Off by default; 1 ms to
+    /// 7 days.
     pub fn remove_idle_consumers_after(mut self, idle: Duration) -> Worker {
         self.config.remove_idle_consumers = Some(idle);
         self
