@@ -205,8 +205,61 @@ async fn maxlen_trims_the_stream() {
     delete_stream(stream).await;
 }
 
+/// The ledger row goes into the text of the statements sent with `BEGIN`
+/// (on MariaDB and PostgreSQL) only for names that are plain text; a
+/// stream whose name is SQL stays a name: the canary survives and every
+/// entry is applied once, under its exact stream name in the ledger.
+async fn a_stream_named_like_sql_stays_a_name(backend: Backend) {
+    let t = setup_orders(backend, 3).await;
+    t.db.execute("CREATE TABLE canary (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    t.db.execute("INSERT INTO canary (id) VALUES (1)")
+        .await
+        .unwrap();
+    let u = unique_stream("sqlname");
+    let stream: &'static str = Box::leak(
+        format!(
+            "{u}', 'g', '0-0'); DELETE FROM canary; \
+             INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) VALUES ('{u}"
+        )
+        .into_boxed_str(),
+    );
+    send_orders(stream, 1..=3).await;
+    let behaviour = Arc::new(Behaviour::default());
+    let stop = CancellationToken::new();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(handler(stream, &behaviour))
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let db = &t.db;
+    wait_for("3 processed", Duration::from_secs(20), || async move {
+        processed_count(db).await == 3 && pending(stream).await == 0
+    })
+    .await;
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    assert_eq!((s.processed, s.failed), (3, 0), "{s:?}");
+    for (id, (_, hits)) in orders(&t.db).await {
+        assert_eq!(hits, 1, "order {id}");
+    }
+    let canary =
+        t.db.fetch_one::<i64>("SELECT COUNT(*) FROM canary WHERE id = ?", (1,));
+    assert_eq!(canary.await.unwrap(), 1, "the stream's name ran as SQL");
+    let rows = t.db.fetch_one::<i64>(
+        "SELECT COUNT(*) FROM safesync_queue_ledger WHERE stream = ? AND consumer_group = 'billing'",
+        (stream,),
+    );
+    assert_eq!(rows.await.unwrap(), 3, "the ledger keeps the exact name");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
 on_every_backend!(
     prune_ledger_deletes_only_rows_older_than_the_age_given,
     a_deleted_group_is_recreated_and_the_ledger_skips_what_was_done,
     pending_entries_that_were_trimmed_are_acknowledged_and_counted,
+    a_stream_named_like_sql_stays_a_name,
 );

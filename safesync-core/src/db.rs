@@ -399,11 +399,7 @@ impl Db {
     /// level, fields `dialect` and `outcome`), open until it commits, rolls
     /// back or is dropped; the record operations run inside it.
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        let span = tracing::info_span!(
-            "safesync.transaction",
-            dialect = ?self.dialect(),
-            outcome = tracing::field::Empty,
-        );
+        let span = self.tx_span();
         let timeout = self.lock_timeout;
         let (inner, gate) = async {
             on_pool!(&self.pool, |p, DB| {
@@ -424,6 +420,15 @@ impl Db {
             self.metrics.clone(),
             span,
         ))
+    }
+
+    /// A new transaction's `safesync.transaction` span.
+    pub(crate) fn tx_span(&self) -> tracing::Span {
+        tracing::info_span!(
+            "safesync.transaction",
+            dialect = ?self.dialect(),
+            outcome = tracing::field::Empty,
+        )
     }
 
     /// Runs `f` in a new transaction: commits when it returns `Ok`, rolls
@@ -452,20 +457,8 @@ impl Db {
     {
         // `Tx` is covariant: the pool's `Tx<'static>` serves as a `Tx<'a>`,
         // which lets the closure's future hold borrows of lifetime `'a`.
-        let mut tx: Tx<'a> = self.begin().await?;
-        let span = tx.span.clone();
-        match f(&mut tx).instrument(span).await {
-            Ok(v) => {
-                tx.commit().await?;
-                Ok(v)
-            }
-            Err(e) => {
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %rb, "rollback after a failed transaction failed");
-                }
-                Err(e)
-            }
-        }
+        let tx: Tx<'a> = self.begin().await?;
+        run_in(tx, f).await
     }
 
     /// Runs `f` in a new transaction per attempt, retrying what `policy`
@@ -496,33 +489,13 @@ impl Db {
         F: for<'t> FnMut(&'t mut Tx<'a>) -> BoxFuture<'t, Result<T>> + Send,
         T: Send,
     {
-        let start = Instant::now();
-        let mut rng = fastrand::Rng::new();
-        let mut attempt = 0u32;
+        let mut attempts = Attempts::new(self, policy);
         loop {
-            attempt += 1;
-            if attempt > 1 {
-                self.metrics.retry_attempt();
-            }
-            let span = tracing::info_span!("safesync.retry.attempt", attempt);
-            let err = match self.transaction(&mut f).instrument(span).await {
+            let span = attempts.start();
+            match self.transaction(&mut f).instrument(span).await {
                 Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            if !policy.retries(&err) {
-                return Err(err);
+                Err(e) => attempts.failed(e).await?,
             }
-            let elapsed = start.elapsed();
-            let delay = policy.backoff(attempt, &mut rng);
-            if attempt >= policy.attempts() || elapsed + delay >= policy.elapsed_budget() {
-                return Err(Error::RetriesExhausted {
-                    attempts: attempt,
-                    elapsed,
-                    last: Box::new(err),
-                });
-            }
-            tracing::debug!(attempt, error = %err, ?delay, "retrying in a new transaction");
-            tokio::time::sleep(delay).await;
         }
     }
 
@@ -538,6 +511,83 @@ impl Db {
     pub async fn close(&self) {
         self.lock_conns.clear();
         on_pool!(&self.pool, |p, DB| p.pool.close().await);
+    }
+}
+
+/// Runs `f` in `tx`, then commits; rolls back when `f` returns `Err` or
+/// panics (the dropped transaction).
+pub(crate) async fn run_in<'a, T, E, F>(mut tx: Tx<'a>, f: F) -> Result<T, E>
+where
+    F: for<'t> FnOnce(&'t mut Tx<'a>) -> BoxFuture<'t, Result<T, E>> + Send,
+    E: From<Error> + Send,
+    T: Send,
+{
+    let span = tx.span.clone();
+    match f(&mut tx).instrument(span).await {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %rb, "rollback after a failed transaction failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The attempts of one [`Db::retry`] (and of the queue's ledger
+/// transactions): counts them, and after a failure decides between giving
+/// up and waiting out the back-off.
+pub(crate) struct Attempts {
+    policy: RetryPolicy,
+    metrics: Metrics,
+    start: Instant,
+    rng: fastrand::Rng,
+    attempt: u32,
+}
+
+impl Attempts {
+    pub(crate) fn new(db: &Db, policy: RetryPolicy) -> Attempts {
+        Attempts {
+            policy,
+            metrics: db.metrics.clone(),
+            start: Instant::now(),
+            rng: fastrand::Rng::new(),
+            attempt: 0,
+        }
+    }
+
+    /// Counts a new attempt; returns its span.
+    pub(crate) fn start(&mut self) -> tracing::Span {
+        self.attempt += 1;
+        if self.attempt > 1 {
+            self.metrics.retry_attempt();
+        }
+        tracing::info_span!("safesync.retry.attempt", attempt = self.attempt)
+    }
+
+    /// After the attempt failed with `err`: `Err` to give up (`err`
+    /// itself, or [`Error::RetriesExhausted`]), or `Ok` after the back-off
+    /// for another attempt.
+    pub(crate) async fn failed(&mut self, err: Error) -> Result<()> {
+        let (policy, attempt) = (&self.policy, self.attempt);
+        if !policy.retries(&err) {
+            return Err(err);
+        }
+        let elapsed = self.start.elapsed();
+        let delay = policy.backoff(attempt, &mut self.rng);
+        if attempt >= policy.attempts() || elapsed + delay >= policy.elapsed_budget() {
+            return Err(Error::RetriesExhausted {
+                attempts: attempt,
+                elapsed,
+                last: Box::new(err),
+            });
+        }
+        tracing::debug!(attempt, error = %err, ?delay, "retrying in a new transaction");
+        tokio::time::sleep(delay).await;
+        Ok(())
     }
 }
 

@@ -64,7 +64,7 @@ pub mod __private {
     };
     /// The queue ledger's SQL on a `Db`'s backend.
     pub mod ledger {
-        pub use crate::ledger::{ddl, insert, insert_all, prune_sql};
+        pub use crate::ledger::{Row, ddl, insert, insert_all, prune_sql, retry_recorded};
     }
     /// The queue outbox's SQL on a `Db`'s backend.
     pub mod outbox {

@@ -72,32 +72,9 @@ pub async fn prune_ledger(db: &Db, older_than: Duration) -> Result<u64> {
     db.execute_with(ledger::prune_sql(db), (secs,)).await
 }
 
-/// What [`record`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recorded {
-    /// The entry is new: run the handler.
-    New,
-    /// A committed transaction already handled the entry.
-    AlreadyProcessed,
-}
-
-/// Inserts the entry's ledger row in `tx`.
-pub(crate) async fn record(
-    tx: &mut Tx<'_>,
-    stream: &str,
-    group: &str,
-    id: &str,
-) -> Result<Recorded> {
-    Ok(if ledger::insert(tx, stream, group, id).await? {
-        Recorded::New
-    } else {
-        Recorded::AlreadyProcessed
-    })
-}
-
 /// Inserts the ledger rows of several entries in `tx`, in one statement.
 /// Any of them already present is an error (the caller rolls back and
-/// handles each entry alone, where [`record`] tells which it was).
+/// handles each entry alone, where the ledger tells which it was).
 pub(crate) async fn record_all(
     tx: &mut Tx<'_>,
     stream: &str,

@@ -41,6 +41,8 @@ use crate::record::{Record, TableMeta};
 use crate::schema::{ColumnType, LiveTable};
 use crate::tx::Tx;
 
+pub(crate) mod tx_conn;
+
 /// The SQL dialect of a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -236,6 +238,19 @@ pub(crate) trait Backend: sqlx::Database + Sized {
         group: &str,
         id: &str,
     ) -> impl Future<Output = Result<bool>> + Send;
+    /// The statements that begin a transaction (as [`Backend::begin_sql`]
+    /// does) *and* insert one ledger row, sent in one round trip; `None`
+    /// where the ledger row costs no round trip anyway (SQLite, in
+    /// process). `stream`, `group` and `id` go into the text as literals:
+    /// callers pass only [`crate::ledger::literal_safe`] values. When the
+    /// row is already there the statements fail and leave no transaction
+    /// open on the server once the connection is closed.
+    fn ledger_begin_sql(
+        lock_timeout: Duration,
+        stream: &str,
+        group: &str,
+        id: &str,
+    ) -> Option<String>;
     /// Inserts several ledger rows in one statement; returns how many.
     fn ledger_insert_all(
         conn: &mut Self::Connection,
@@ -345,7 +360,7 @@ macro_rules! enums {
         pub(crate) enum TxInner<'c> {
             $(
                 #[cfg(feature = $feature)]
-                $variant(sqlx::Transaction<'c, $db>),
+                $variant($crate::backend::tx_conn::TxConn<'c, $db>),
             )*
         }
 
@@ -355,7 +370,17 @@ macro_rules! enums {
                 match self {
                     $(
                         #[cfg(feature = $feature)]
-                        TxInner::$variant(t) => if commit { t.commit().await } else { t.rollback().await },
+                        TxInner::$variant(t) => match t {
+                            $crate::backend::tx_conn::TxConn::Sqlx(t) if commit => t.commit().await,
+                            $crate::backend::tx_conn::TxConn::Sqlx(t) => t.rollback().await,
+                            $crate::backend::tx_conn::TxConn::Own(mut own) => {
+                                let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+                                let conn: &mut <$db as sqlx::Database>::Connection = own.conn();
+                                sqlx::Executor::execute(conn, sqlx::raw_sql(sql)).await?;
+                                own.ended();
+                                Ok(())
+                            }
+                        },
                     )*
                 }
             }
@@ -382,7 +407,14 @@ macro_rules! enums {
             #[cfg(feature = $feature)]
             impl<'c> From<sqlx::Transaction<'c, $db>> for TxInner<'c> {
                 fn from(tx: sqlx::Transaction<'c, $db>) -> TxInner<'c> {
-                    TxInner::$variant(tx)
+                    TxInner::$variant($crate::backend::tx_conn::TxConn::Sqlx(tx))
+                }
+            }
+
+            #[cfg(feature = $feature)]
+            impl From<$crate::backend::tx_conn::OwnTx<$db>> for TxInner<'static> {
+                fn from(tx: $crate::backend::tx_conn::OwnTx<$db>) -> TxInner<'static> {
+                    TxInner::$variant($crate::backend::tx_conn::TxConn::Own(tx))
                 }
             }
         )*
@@ -489,6 +521,17 @@ fn ledger_values(rows: usize) -> String {
         sql.push_str(", (?, ?, ?)");
     }
     sql
+}
+
+/// `INSERT …` of one ledger row with its values as `'…'` literals, for
+/// the statements sent with `BEGIN`; only for
+/// [`literal_safe`](crate::ledger::literal_safe) values.
+#[allow(dead_code)] // reason: unused when neither MySQL nor PostgreSQL is on
+fn ledger_insert_literal(stream: &str, group: &str, id: &str) -> String {
+    format!(
+        "INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
+         VALUES ('{stream}', '{group}', '{id}')"
+    )
 }
 
 /// Runs `$body` with `$DB` bound to the transaction's sqlx database type,

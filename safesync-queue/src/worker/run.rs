@@ -17,8 +17,10 @@ use super::delivery::{Delivery, Failure, Outcome};
 use super::report::Event;
 use super::settle::Settler;
 use crate::handler::{Body, Decoded, TxBody, panic_message};
-use crate::ledger::{self, Recorded};
+use crate::ledger;
 use crate::metrics::Outcome as Timed;
+use safesync_core::__private::ledger::{Row, retry_recorded};
+use safesync_core::Tx;
 
 /// How one run of a handler ended.
 #[derive(Debug)]
@@ -267,90 +269,39 @@ impl Runner {
     /// Begin, ledger row, handler, commit — again in a new transaction,
     /// under the handler's retry policy, for what
     /// [`Db::retry`](safesync_core::Db::retry) retries (it runs the
-    /// attempts: the same decision and back-off).
+    /// attempts: the same decision and back-off). The ledger row goes in
+    /// the round trip of `BEGIN` where the backend allows
+    /// ([`retry_recorded`](safesync_core::__private::ledger::retry_recorded)).
     async fn transaction(&self, body: &dyn TxBody, d: &Delivery, payload: Decoded) -> Outcome {
         let route = &*d.route;
         let h = &*route.handler;
-        let id = d.ledger_id();
-        let (policy, limit, ledger) = (route.retry, route.timeout, self.inner.ledger);
-        // The timeout counts from the first handler run (after `BEGIN` and
-        // the ledger row, which keep the database's own timeouts: on SQLite
-        // `BEGIN` queues for the write lock) over every later attempt and
-        // back-off.
-        let deadline = std::sync::OnceLock::new();
-        // The first attempt takes the payload decoded already; a retry
-        // decodes it again (the handler consumed the first).
-        let first = std::sync::Mutex::new(Some(payload));
-        let stage = std::sync::Mutex::new(Stage::Begin);
-        let set = |s: Stage| {
-            if let Ok(mut g) = stage.lock() {
-                *g = s;
-            }
+        let (policy, limit) = (route.retry, route.timeout);
+        let attempt = Attempt {
+            body,
+            d,
+            limit,
+            policy,
+            deadline: std::sync::OnceLock::new(),
+            first: std::sync::Mutex::new(Some(payload)),
+            stage: std::sync::Mutex::new(Stage::Begin),
+            attempts: AtomicU32::new(0),
         };
-        let attempts = AtomicU32::new(0);
-        let result = self
-            .inner
-            .db
-            .retry(policy, |tx| {
-                let (first, set, attempts, deadline) = (&first, &set, &attempts, &deadline);
-                Box::pin(async move {
-                    if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
-                        route.report.add(Event::Retried, 1);
-                    }
-                    if deadline
-                        .get()
-                        .is_some_and(|d| tokio::time::Instant::now() >= *d)
-                    {
-                        // The back-off of a retry ran past the deadline.
-                        set(Stage::TimedOut);
-                        return Err(Error::Config(timed_out(limit)));
-                    }
-                    set(Stage::Ledger);
-                    if ledger {
-                        match ledger::record(tx, h.stream(), h.group(), id).await? {
-                            Recorded::New => {}
-                            Recorded::AlreadyProcessed => {
-                                set(Stage::Commit);
-                                return Ok(Outcome::Duplicate);
-                            }
-                        }
-                    }
-                    let payload = match first.lock().ok().and_then(|mut p| p.take()) {
-                        Some(p) => p,
-                        None => decode(h, body, &d.entry).map_err(|reason| Error::Decode {
-                            what: format!("entry {} again, for a retry", d.entry.id),
-                            reason,
-                        })?,
-                    };
-                    set(Stage::Handler { retryable: false });
-                    let deadline = *deadline.get_or_init(|| tokio::time::Instant::now() + limit);
-                    // The handler's future is dropped at the deadline;
-                    // `retry` then rolls the transaction back (an error it
-                    // does not retry) before another one begins.
-                    match run_handler(move || body.handle(tx, payload), deadline).await {
-                        Ran::Ok => {
-                            set(Stage::Commit);
-                            Ok(Outcome::Committed)
-                        }
-                        Ran::Err(e) => {
-                            set(Stage::Handler {
-                                retryable: policy.retries(&e),
-                            });
-                            Err(e)
-                        }
-                        Ran::Panicked(message) => {
-                            set(Stage::Panicked(message.clone()));
-                            // Not retryable: `retry` returns it at once.
-                            Err(Error::Config(message))
-                        }
-                        Ran::TimedOut => {
-                            set(Stage::TimedOut);
-                            Err(Error::Config(timed_out(limit)))
-                        }
-                    }
-                })
-            })
-            .await;
+        let db = &self.inner.db;
+        let result = if self.inner.ledger {
+            let row = Row {
+                stream: h.stream(),
+                group: h.group(),
+                id: d.ledger_id(),
+            };
+            retry_recorded(db, policy, row, |tx| Box::pin(attempt.run(tx)))
+                .await
+                .map(|ran| ran.unwrap_or(Outcome::Duplicate))
+        } else {
+            db.retry(policy, |tx| Box::pin(attempt.run(tx))).await
+        };
+        let Attempt {
+            stage, attempts, ..
+        } = attempt;
         let e = match result {
             Ok(outcome) => {
                 route.report.add(Event::Transaction, 1);
@@ -376,10 +327,91 @@ impl Runner {
     }
 }
 
+/// The state of one delivery's attempts, shared by them all.
+struct Attempt<'a> {
+    body: &'a dyn TxBody,
+    d: &'a Delivery,
+    limit: Duration,
+    policy: safesync_core::RetryPolicy,
+    /// Counts from the first handler run (after `BEGIN` and the ledger
+    /// row, which keep the database's own timeouts: on SQLite `BEGIN`
+    /// queues for the write lock) over every later attempt and back-off.
+    deadline: std::sync::OnceLock<tokio::time::Instant>,
+    /// The first attempt takes the payload decoded already; a retry
+    /// decodes it again (the handler consumed the first).
+    first: std::sync::Mutex<Option<Decoded>>,
+    stage: std::sync::Mutex<Stage>,
+    attempts: AtomicU32,
+}
+
+impl Attempt<'_> {
+    fn set(&self, s: Stage) {
+        if let Ok(mut g) = self.stage.lock() {
+            *g = s;
+        }
+    }
+
+    /// One attempt, in `tx` (its ledger row written already).
+    async fn run(&self, tx: &mut Tx<'_>) -> Result<Outcome, Error> {
+        {
+            let (d, body, limit) = (self.d, self.body, self.limit);
+            let route = &*d.route;
+            if self.attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                route.report.add(Event::Retried, 1);
+            }
+            if self
+                .deadline
+                .get()
+                .is_some_and(|d| tokio::time::Instant::now() >= *d)
+            {
+                // The back-off of a retry ran past the deadline.
+                self.set(Stage::TimedOut);
+                return Err(Error::Config(timed_out(limit)));
+            }
+            let h = &*route.handler;
+            let payload = match self.first.lock().ok().and_then(|mut p| p.take()) {
+                Some(p) => p,
+                None => decode(h, body, &d.entry).map_err(|reason| Error::Decode {
+                    what: format!("entry {} again, for a retry", d.entry.id),
+                    reason,
+                })?,
+            };
+            self.set(Stage::Handler { retryable: false });
+            let deadline = *self
+                .deadline
+                .get_or_init(|| tokio::time::Instant::now() + limit);
+            // The handler's future is dropped at the deadline; the retry
+            // loop then rolls the transaction back (an error it does not
+            // retry) before another one begins.
+            match run_handler(move || body.handle(tx, payload), deadline).await {
+                Ran::Ok => {
+                    self.set(Stage::Commit);
+                    Ok(Outcome::Committed)
+                }
+                Ran::Err(e) => {
+                    self.set(Stage::Handler {
+                        retryable: self.policy.retries(&e),
+                    });
+                    Err(e)
+                }
+                Ran::Panicked(message) => {
+                    self.set(Stage::Panicked(message.clone()));
+                    // Not retryable: the loop returns it at once.
+                    Err(Error::Config(message))
+                }
+                Ran::TimedOut => {
+                    self.set(Stage::TimedOut);
+                    Err(Error::Config(timed_out(limit)))
+                }
+            }
+        }
+    }
+}
+
 /// How far the last attempt of a delivery got, to word its failure.
 enum Stage {
+    /// `BEGIN` and the ledger row.
     Begin,
-    Ledger,
     /// The handler ran; `retryable` when its error was one the policy
     /// retries (so a failure returned after it came from a later `BEGIN`).
     Handler {
@@ -416,7 +448,6 @@ fn worded(e: &Error, mut stage: Stage, ran: u32) -> Failure {
     };
     match stage {
         Stage::Begin => db_failure("cannot begin a transaction"),
-        Stage::Ledger => db_failure("cannot write the ledger row"),
         Stage::Commit => db_failure("cannot commit"),
         Stage::Handler { .. } => failed(e.to_string(), Timed::Error),
         Stage::TimedOut => failed(e.to_string(), Timed::Timeout),

@@ -273,6 +273,21 @@ impl Backend for MySql {
         }
     }
 
+    /// A duplicate fails the `INSERT` with the transaction still open on
+    /// the server: the caller closes that connection.
+    fn ledger_begin_sql(
+        lock_timeout: Duration,
+        stream: &str,
+        group: &str,
+        id: &str,
+    ) -> Option<String> {
+        Some(format!(
+            "{}; {}",
+            MySql::begin_sql(lock_timeout),
+            super::ledger_insert_literal(stream, group, id)
+        ))
+    }
+
     async fn ledger_insert_all(
         conn: &mut MySqlConnection,
         stream: &str,
@@ -449,6 +464,18 @@ mod tests {
     use crate::sql::statements;
     use crate::sql::tests::META;
     use std::time::Duration;
+
+    #[test]
+    fn the_ledger_row_is_inserted_right_after_begin_in_one_string() {
+        let sql = MySql::ledger_begin_sql(Duration::from_millis(1500), "orders", "billing", "1-0");
+        assert_eq!(
+            sql.as_deref(),
+            Some(
+                "SET SESSION innodb_lock_wait_timeout = 2; BEGIN; INSERT INTO safesync_queue_ledger \
+                 (stream, consumer_group, entry_id) VALUES ('orders', 'billing', '1-0')"
+            )
+        );
+    }
 
     /// The seconds `begin_sql` sets.
     fn begin_sql_secs(d: Duration) -> String {

@@ -246,6 +246,22 @@ impl Backend for Postgres {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The row is inserted in the implicit transaction of the one simple
+    /// query, which `BEGIN` turns into the transaction: a duplicate fails
+    /// the whole string and leaves the session idle.
+    fn ledger_begin_sql(
+        lock_timeout: Duration,
+        stream: &str,
+        group: &str,
+        id: &str,
+    ) -> Option<String> {
+        Some(format!(
+            "SET LOCAL lock_timeout = '{}ms'; {}; BEGIN",
+            lock_timeout.as_millis().max(1),
+            super::ledger_insert_literal(stream, group, id)
+        ))
+    }
+
     async fn ledger_insert_all(
         conn: &mut PgConnection,
         stream: &str,
@@ -394,9 +410,30 @@ super::accessors!(
 
 #[cfg(test)]
 mod sql_tests {
+    use crate::backend::Backend as _;
     use crate::record::TableMeta;
     use crate::sql::statements;
     use crate::sql::tests::META;
+
+    /// The row goes in the implicit transaction that `BEGIN` then turns
+    /// into the transaction: `BEGIN` comes last, so a duplicate key fails
+    /// the string with no transaction left open.
+    #[test]
+    fn the_ledger_row_is_inserted_before_begin_in_one_string() {
+        let sql = sqlx::Postgres::ledger_begin_sql(
+            std::time::Duration::from_millis(1500),
+            "orders",
+            "billing",
+            "1-0",
+        );
+        assert_eq!(
+            sql.as_deref(),
+            Some(
+                "SET LOCAL lock_timeout = '1500ms'; INSERT INTO safesync_queue_ledger \
+                 (stream, consumer_group, entry_id) VALUES ('orders', 'billing', '1-0'); BEGIN"
+            )
+        );
+    }
 
     #[test]
     fn postgres_numbers_placeholders_and_uses_on_conflict() {

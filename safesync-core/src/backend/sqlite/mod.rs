@@ -203,6 +203,10 @@ impl Backend for Sqlite {
         Ok(done.rows_affected() == 1)
     }
 
+    fn ledger_begin_sql(_: Duration, _: &str, _: &str, _: &str) -> Option<String> {
+        None
+    }
+
     async fn ledger_insert_all(
         conn: &mut SqliteConnection,
         stream: &str,
