@@ -339,6 +339,19 @@ async fn after_a_reconnect_the_worker_reads_its_own_pending_entries_again(backen
 /// above 1 and acknowledges them in batches, so the server sees far fewer
 /// `XREADGROUP`s and `XACK`s than entries.
 async fn reads_and_acknowledgements_are_batched_on_the_server(backend: Backend) {
+    batched_reads(backend, Some(56), 50).await;
+}
+
+/// With the defaults (handler timeout 30 s, claim idle 60 s) a worker of 8
+/// handlers reads one entry per slot ahead: `COUNT` 9 where a free slot
+/// alone would ask for 1, so far fewer `XREADGROUP`s than entries.
+async fn by_default_a_worker_reads_ahead_one_entry_per_slot(backend: Backend) {
+    batched_reads(backend, None, 70).await;
+}
+
+/// 400 entries consumed by 8 handlers reading `read_ahead` ahead (the
+/// default when `None`): at most `max_reads` `XREADGROUP`s and 200 `XACK`s.
+async fn batched_reads(backend: Backend, read_ahead: Option<usize>, max_reads: u64) {
     const N: i64 = 400;
     let server = PrivateRedis::start();
     let url = server.url();
@@ -349,15 +362,15 @@ async fn reads_and_acknowledgements_are_batched_on_the_server(backend: Backend) 
     let seen = handler.seen();
     send(u, stream, 1..=N).await;
     let stop = CancellationToken::new();
-    let run = spawn(
-        Worker::new(t.db.clone(), safesync::queue::client(u).unwrap())
-            .handle(handler)
-            .concurrency(8)
-            .read_ahead(56)
-            .block(Duration::from_secs(60))
-            .consumer_name("batcher"),
-        &stop,
-    );
+    let mut worker = Worker::new(t.db.clone(), safesync::queue::client(u).unwrap())
+        .handle(handler)
+        .concurrency(8)
+        .block(Duration::from_secs(60))
+        .consumer_name("batcher");
+    if let Some(n) = read_ahead {
+        worker = worker.read_ahead(n);
+    }
+    let run = spawn(worker, &stop);
     wait_for("every entry acknowledged", Duration::from_secs(30), || {
         let seen = Arc::clone(&seen);
         async move { seen.lock().unwrap().len() == 400 && pending(u, stream).await == 0 }
@@ -374,7 +387,10 @@ async fn reads_and_acknowledgements_are_batched_on_the_server(backend: Backend) 
     let (acks, _) = calls(u, "xack").await;
     eprintln!("{N} entries: {reads} XREADGROUP, {acks} XACK");
     // One entry per read would take 400 reads, one XACK per entry 400.
-    assert!(reads <= 50, "{reads} XREADGROUP calls for {N} entries");
+    assert!(
+        reads <= max_reads,
+        "{reads} XREADGROUP calls for {N} entries (read ahead: {read_ahead:?})"
+    );
     assert!(acks <= 200, "{acks} XACK calls for {N} entries");
     t.cleanup().await;
 }
@@ -458,5 +474,6 @@ on_every_backend!(
     a_stop_ends_the_blocked_read_with_client_unblock,
     after_a_reconnect_the_worker_reads_its_own_pending_entries_again,
     reads_and_acknowledgements_are_batched_on_the_server,
+    by_default_a_worker_reads_ahead_one_entry_per_slot,
     the_drain_deadline_abandons_a_handler_that_does_not_finish,
 );

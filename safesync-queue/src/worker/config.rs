@@ -36,7 +36,8 @@ pub(crate) struct Config {
     pub(crate) consumer: String,
     pub(crate) concurrency: usize,
     pub(crate) batch: usize,
-    pub(crate) read_ahead: usize,
+    /// `Worker::read_ahead`, when set; see [`Config::read_ahead`].
+    pub(crate) read_ahead: Option<usize>,
     pub(crate) per_transaction: usize,
     pub(crate) block: Duration,
     pub(crate) claim_idle: Duration,
@@ -75,7 +76,7 @@ impl Config {
             consumer,
             concurrency: 1,
             batch: 16,
-            read_ahead: 0,
+            read_ahead: None,
             per_transaction: 1,
             block: Duration::from_secs(5),
             claim_idle: Duration::from_secs(60),
@@ -97,6 +98,22 @@ impl Config {
     pub(crate) fn handler_timeout(&self) -> Duration {
         self.handler_timeout
             .unwrap_or_else(|| DEFAULT_HANDLER_TIMEOUT.min(self.claim_idle / 4 * 3))
+    }
+
+    /// Entries a read asks for beyond the free slots: the number set, or
+    /// by default as many as there are slots (at most `batch`) when an
+    /// entry read ahead — which waits at most one handler run (at most
+    /// `longest_timeout`, the longest handler timeout) for a slot, then
+    /// runs at most as long — still ends within `claim_idle`
+    /// (`2 × longest_timeout ≤ claim_idle`), and none otherwise.
+    pub(crate) fn read_ahead(&self, longest_timeout: Duration) -> usize {
+        self.read_ahead.unwrap_or_else(|| {
+            if longest_timeout.saturating_mul(2) <= self.claim_idle {
+                self.concurrency.min(self.batch)
+            } else {
+                0
+            }
+        })
     }
 
     /// The first and longest delay before a failed entry is delivered
@@ -134,7 +151,9 @@ impl Config {
         }
         in_range("concurrency", self.concurrency, 1, MAX_CONCURRENCY)?;
         in_range("batch", self.batch, 1, MAX_BATCH)?;
-        in_range("read_ahead", self.read_ahead, 0, MAX_BATCH)?;
+        if let Some(n) = self.read_ahead {
+            in_range("read_ahead", n, 0, MAX_BATCH)?;
+        }
         in_range(
             "messages_per_transaction",
             self.per_transaction,
@@ -233,7 +252,7 @@ mod tests {
             ("`Worker::batch` is 0", Box::new(|c| c.batch = 0)),
             (
                 "`Worker::read_ahead` is 18446744073709551615",
-                Box::new(|c| c.read_ahead = usize::MAX),
+                Box::new(|c| c.read_ahead = Some(usize::MAX)),
             ),
             (
                 "`Worker::messages_per_transaction` is 0",
@@ -337,5 +356,34 @@ mod tests {
         c.check().unwrap();
         c.handler_timeout = Some(Duration::from_millis(100));
         assert_eq!(c.handler_timeout(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn by_default_a_worker_reads_ahead_one_entry_per_slot_when_that_cannot_outlast_claim_idle() {
+        let c = Config {
+            concurrency: 8,
+            ..Config::defaults("c".to_owned())
+        };
+        let timeout = c.handler_timeout();
+        assert_eq!(
+            (timeout, c.claim_idle),
+            (Duration::from_secs(30), Duration::from_secs(60))
+        );
+        assert_eq!(c.read_ahead(timeout), 8, "the defaults: 2 × 30 s ≤ 60 s");
+        assert_eq!(
+            c.read_ahead(Duration::from_secs(31)),
+            0,
+            "a handler timeout above claim_idle / 2"
+        );
+        let small_batch = Config {
+            batch: 3,
+            ..c.clone()
+        };
+        assert_eq!(small_batch.read_ahead(timeout), 3, "at most `batch`");
+        let set = Config {
+            read_ahead: Some(0),
+            ..c
+        };
+        assert_eq!(set.read_ahead(timeout), 0, "a number set is kept");
     }
 }

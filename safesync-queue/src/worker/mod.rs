@@ -369,6 +369,11 @@ impl Worker {
             .map(|h| (h.stream(), h.group()))
             .collect();
         let routes = route::routes(self.handlers, &config, &metrics, &stats);
+        let longest_timeout = routes
+            .iter()
+            .map(|r| r.timeout)
+            .max()
+            .unwrap_or_else(|| config.handler_timeout());
         let (first, max) = config.redelivery();
         let redeliveries = Arc::new(Redeliveries::new(routes.len(), first, max));
         for r in &routes {
@@ -393,7 +398,7 @@ impl Worker {
             consumer: config.consumer.clone(),
             limits: Limits {
                 batch: config.batch,
-                read_ahead: config.read_ahead,
+                read_ahead: config.read_ahead(longest_timeout),
                 per_transaction: config.per_transaction,
                 block: config.block,
                 claim_idle: config.claim_idle,

@@ -33,8 +33,13 @@ impl Worker {
     }
 
     /// How many entries a read may ask for beyond the free handler slots
-    /// (default 0, at most 100,000; a read still asks for at most
-    /// [`batch`](Worker::batch)).
+    /// (at most 100,000; a read still asks for at most
+    /// [`batch`](Worker::batch)). By default, one per slot
+    /// ([`concurrency`](Worker::concurrency), at most `batch`) when twice
+    /// the longest [`handler_timeout`](Worker::handler_timeout) is at most
+    /// [`claim_idle`](Worker::claim_idle) — as with the defaults (30 s and
+    /// 60 s) — and 0 otherwise: an entry read ahead waits at most one
+    /// handler run for a slot, so it still ends within `claim_idle`.
     ///
     /// Entries read ahead are delivered to this worker and wait here for a
     /// slot; they start in the order read (a
@@ -60,7 +65,7 @@ impl Worker {
     /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
     /// ```
     pub fn read_ahead(mut self, n: usize) -> Worker {
-        self.config.read_ahead = n;
+        self.config.read_ahead = Some(n);
         self
     }
 
