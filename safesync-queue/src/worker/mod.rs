@@ -98,6 +98,7 @@ use self::run::Runner;
 use self::settle::Settler;
 use crate::conn::{COMMAND_TIMEOUT, SideConn};
 use crate::handler::{self, ErasedHandler, IntoHandler};
+use crate::keys;
 use crate::ledger::{self, MAX_NAME_LEN};
 use crate::metrics::QueueMetrics;
 
@@ -306,6 +307,36 @@ impl Worker {
                 )));
             }
         }
+        self.check_own_keys()
+    }
+
+    /// No handler's stream is one of the keys kept beside a stream (its
+    /// dead letters, replay stream, last error): shaped like one, or one
+    /// of another handler's of this worker.
+    fn check_own_keys(&self) -> Result<()> {
+        let mut own = std::collections::HashMap::new();
+        for h in &self.handlers {
+            for (key, what) in keys::own_keys(h.stream(), h.group()) {
+                own.entry(key).or_insert((what, h.stream(), h.group()));
+            }
+        }
+        for h in &self.handlers {
+            let (stream, group) = (h.stream(), h.group());
+            if let Some(what) = keys::own_key_kind(stream) {
+                return Err(Error::Config(format!(
+                    "the stream name `{stream}` of the handler in group `{group}` is shaped like \
+                     the `{what}` key kept beside a stream (`{{stream}}:{what}:…`); a worker \
+                     does not read a stream's own keys: choose another name"
+                )));
+            }
+            if let Some((what, of, of_group)) = own.get(stream) {
+                return Err(Error::Config(format!(
+                    "the stream name `{stream}` of the handler in group `{group}` is the \
+                     {what} key of stream `{of}` in group `{of_group}`; a worker does not \
+                     read a stream's own keys: choose another name"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -366,7 +397,7 @@ impl Worker {
         let pairs: Vec<_> = self
             .handlers
             .iter()
-            .map(|h| (h.stream(), h.group()))
+            .map(|h| (h.stream().to_owned(), h.group().to_owned()))
             .collect();
         let routes = route::routes(self.handlers, &config, &metrics, &stats);
         let (first, max) = config.redelivery();
