@@ -253,7 +253,9 @@ impl Worker {
     /// Adds a handler, a [`Handler`](crate::Handler) (run in a transaction
     /// with a ledger row) or a [`PlainHandler`](crate::PlainHandler) (run
     /// without one); see [`IntoHandler`]. Its stream and group come from
-    /// the handler. Each handler is read by a loop of its own with its own
+    /// the handler, or from a [`Routed`](crate::Routed) wrapping it
+    /// (`bill.on(stream, group)`) to run it on names chosen at runtime.
+    /// Each handler is read by a loop of its own with its own
     /// connection.
     ///
     /// ```no_run
@@ -343,7 +345,10 @@ impl Worker {
     /// Runs until `stop` is cancelled, then drains and returns what it did.
     ///
     /// Fails at once, without consuming, when the settings are invalid
-    /// ([`Error::Config`] naming the setting and its allowed range), the
+    /// ([`Error::Config`] naming the setting and its allowed range), a
+    /// handler's names cannot work (empty or over 255 bytes, a stream named
+    /// like a stream's own dead-letter or replay key, two handlers on one
+    /// stream and group: [`Error::Config`] naming them), the
     /// ledger table cannot be created (only needed, and created, when a
     /// [`Handler`](crate::Handler) is among the handlers), Redis cannot be reached (within
     /// 5 s to connect and 10 s to answer) or a group cannot be created.
