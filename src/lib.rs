@@ -433,6 +433,13 @@ pub use safesync_core::__private::prometheus;
 /// `notify::call(msg)`), the original fn. The group defaults to the fn's
 /// name.
 ///
+/// The attribute's names are the default. To run the handler on a stream
+/// and group chosen at runtime, `bill.on(stream, group)` gives a
+/// [`queue::Routed`] the worker takes like the handler, whose
+/// `.stream()` is the typed producer for that name;
+/// `bill::stream_named(name)` is the same producer without the wrapper.
+/// Both accept only the handler's payload type.
+///
 /// - With `tx`, the struct implements [`Handler`]: each message runs in a
 ///   transaction that also records it in the ledger, so its database effect
 ///   is exactly once even when an acknowledgement is lost.
@@ -556,7 +563,8 @@ pub use safesync_queue as queue;
 /// The queue's everyday items, also at the crate root.
 #[cfg(feature = "queue")]
 pub use safesync_queue::{
-    CancellationToken, Handler, PlainHandler, Relay, SendOptions, Stream, Summary, Worker, redis,
+    CancellationToken, Handler, PlainHandler, Relay, Routed, SendOptions, Stream, Summary, Worker,
+    redis,
 };
 
 #[doc = include_str!("guide/mod.md")]

@@ -109,7 +109,7 @@ async fn outbox_rows(db: &Db) -> i64 {
 }
 
 /// Sends `ids` on `stream` through the outbox, one committed transaction each.
-async fn send_committed(db: &Db, stream: Stream<OrderPlaced>, ids: impl Iterator<Item = i64>) {
+async fn send_committed(db: &Db, stream: &Stream<OrderPlaced>, ids: impl Iterator<Item = i64>) {
     for order_id in ids {
         let mut tx = db.begin().await.unwrap();
         stream
@@ -146,7 +146,7 @@ async fn rolled_back_transaction_sends_nothing(backend: Backend) {
     assert_eq!(xlen(orders.name()).await, 0, "{backend:?}: nothing sent");
 
     // The same relay does send what commits.
-    send_committed(&t.db, orders, 5..=5).await;
+    send_committed(&t.db, &orders, 5..=5).await;
     assert_eq!(relay.run_once().await.unwrap().sent, 1);
     let got = entries(orders.name()).await;
     assert_eq!(got, vec![(vec!["data".to_owned()], 5)], "{backend:?}");
@@ -324,10 +324,11 @@ fn outbox_relay_process() {
 async fn relay_killed_between_xadd_and_delete_the_effect_happens_once(backend: Backend) {
     const N: i64 = 20;
     let t = TestDb::new(backend).await;
-    let orders: Stream<OrderPlaced> = Stream::new(stream_name("ob_kill"));
+    let orders_key = stream_name("ob_kill");
+    let orders: Stream<OrderPlaced> = Stream::new(orders_key);
     create_orders(&t, N).await;
     safesync::queue::ensure_outbox(&t.db).await.unwrap();
-    send_committed(&t.db, orders, 1..=N).await;
+    send_committed(&t.db, &orders, 1..=N).await;
 
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -389,7 +390,7 @@ async fn relay_killed_between_xadd_and_delete_the_effect_happens_once(backend: B
     assert_eq!(outbox_rows(&t.db).await, 0);
 
     // The consumer applies each message once.
-    let hits = bill_everything(&t.db, orders.name(), N).await;
+    let hits = bill_everything(&t.db, orders_key, N).await;
     assert!(hits.iter().all(|h| *h == 1), "{backend:?}: hits {hits:?}");
 
     delete_keys(orders.name()).await;
@@ -399,7 +400,8 @@ async fn relay_killed_between_xadd_and_delete_the_effect_happens_once(backend: B
 async fn two_relays_at_once_send_each_message_once_in_order(backend: Backend) {
     const PER_STREAM: i64 = 150;
     let t = TestDb::new(backend).await;
-    let a: Stream<OrderPlaced> = Stream::new(stream_name("ob_two_a"));
+    let a_key = stream_name("ob_two_a");
+    let a: Stream<OrderPlaced> = Stream::new(a_key);
     let b: Stream<OrderPlaced> = Stream::new(stream_name("ob_two_b"));
     create_orders(&t, PER_STREAM).await;
     safesync::queue::ensure_outbox(&t.db).await.unwrap();
@@ -417,12 +419,12 @@ async fn two_relays_at_once_send_each_message_once_in_order(backend: Backend) {
     }
     // Producers commit while both relays run.
     let pa = tokio::spawn({
-        let db = t.db.clone();
-        async move { send_committed(&db, a, 1..=PER_STREAM).await }
+        let (db, a) = (t.db.clone(), a.clone());
+        async move { send_committed(&db, &a, 1..=PER_STREAM).await }
     });
     let pb = tokio::spawn({
-        let db = t.db.clone();
-        async move { send_committed(&db, b, 1..=PER_STREAM).await }
+        let (db, b) = (t.db.clone(), b.clone());
+        async move { send_committed(&db, &b, 1..=PER_STREAM).await }
     });
     pa.await.unwrap();
     pb.await.unwrap();
@@ -451,7 +453,7 @@ async fn two_relays_at_once_send_each_message_once_in_order(backend: Backend) {
         resent, 0,
         "{backend:?}: no relay sent a row another had sent"
     );
-    for s in [a, b] {
+    for s in [&a, &b] {
         let got: Vec<i64> = entries(s.name())
             .await
             .into_iter()
@@ -468,7 +470,7 @@ async fn two_relays_at_once_send_each_message_once_in_order(backend: Backend) {
     println!("{backend:?}: rows sent per relay {sent:?}");
 
     // The consumer applies each message of one stream once.
-    let hits = bill_everything(&t.db, a.name(), PER_STREAM).await;
+    let hits = bill_everything(&t.db, a_key, PER_STREAM).await;
     assert!(hits.iter().all(|h| *h == 1), "{backend:?}: hits {hits:?}");
 
     delete_keys(a.name()).await;

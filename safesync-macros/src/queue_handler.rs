@@ -429,6 +429,24 @@ fn expand_fn(cx: &mut Ctxt, opts: Options, func: &ItemFn) -> TokenStream {
                 #q::Stream::new(#stream)
             }
 
+            /// The typed stream of this handler's payload under a name chosen at runtime.
+            #[allow(dead_code)]
+            #vis fn stream_named(
+                name: impl ::core::convert::Into<::std::borrow::Cow<'static, str>>,
+            ) -> #q::Stream<#payload_ty> {
+                #q::Stream::named(name)
+            }
+
+            /// This handler on a stream and in a group chosen at runtime: `Worker::handle` takes it.
+            #[allow(dead_code)]
+            #vis fn on(
+                self,
+                stream: impl ::core::convert::Into<::std::string::String>,
+                group: impl ::core::convert::Into<::std::string::String>,
+            ) -> #q::Routed<Self> {
+                #q::Routed::new(self, stream, group)
+            }
+
             /// The handler's own fn, to call directly (e.g. in tests).
             #[allow(dead_code)]
             #call

@@ -68,11 +68,13 @@ pub trait Handler: Send + Sync + 'static {
     /// The payload type, JSON in the entry's `data` field.
     type Payload: serde::de::DeserializeOwned + serde::Serialize + Send + 'static;
 
-    /// The stream key the handler consumes.
+    /// The stream key the handler consumes, unless it runs under other
+    /// names: [`Routed`](crate::Routed).
     fn stream(&self) -> &'static str;
 
     /// The consumer group the handler reads in (created from the start of
-    /// the stream when missing).
+    /// the stream when missing), unless it runs under other names:
+    /// [`Routed`](crate::Routed).
     fn group(&self) -> &'static str;
 
     /// Handles one message inside the worker's transaction `tx`.
@@ -200,11 +202,13 @@ pub trait PlainHandler: Send + Sync + 'static {
     /// The payload type, JSON in the entry's `data` field.
     type Payload: serde::de::DeserializeOwned + serde::Serialize + Send + 'static;
 
-    /// The stream key the handler consumes.
+    /// The stream key the handler consumes, unless it runs under other
+    /// names: [`Routed`](crate::Routed).
     fn stream(&self) -> &'static str;
 
     /// The consumer group the handler reads in (created from the start of
-    /// the stream when missing).
+    /// the stream when missing), unless it runs under other names:
+    /// [`Routed`](crate::Routed).
     fn group(&self) -> &'static str;
 
     /// Handles one message, with no transaction around it.
@@ -266,7 +270,7 @@ pub mod kind {
     pub enum Plain {}
 }
 
-mod sealed {
+pub(crate) mod sealed {
     /// Turns a handler into what the worker stores. Public in a private
     /// module: [`IntoHandler`](super::IntoHandler) cannot be implemented
     /// outside this crate.
@@ -306,7 +310,11 @@ mod sealed {
     label = "`Worker::handle` takes a `Handler` or a `PlainHandler`",
     note = "annotate an `async fn(tx: &mut Tx<'_>, msg: Payload)` or an `async fn(msg: Payload)` with `#[queue_handler(stream = \"…\")]`, or implement `Handler` or `PlainHandler`"
 )]
-pub trait IntoHandler<Kind>: sealed::Sealed<Kind> + Send + Sync + 'static {}
+pub trait IntoHandler<Kind>: sealed::Sealed<Kind> + Send + Sync + 'static {
+    /// The handler's payload type: what its typed producers
+    /// ([`Routed::stream`](crate::Routed::stream)) accept.
+    type Payload: serde::de::DeserializeOwned + serde::Serialize + Send + 'static;
+}
 
 impl<H: Handler> sealed::Sealed<kind::Transactional> for H {
     fn into_erased(self) -> sealed::Erased {
@@ -314,7 +322,9 @@ impl<H: Handler> sealed::Sealed<kind::Transactional> for H {
     }
 }
 
-impl<H: Handler> IntoHandler<kind::Transactional> for H {}
+impl<H: Handler> IntoHandler<kind::Transactional> for H {
+    type Payload = H::Payload;
+}
 
 impl<H: PlainHandler> sealed::Sealed<kind::Plain> for H {
     fn into_erased(self) -> sealed::Erased {
@@ -322,7 +332,9 @@ impl<H: PlainHandler> sealed::Sealed<kind::Plain> for H {
     }
 }
 
-impl<H: PlainHandler> IntoHandler<kind::Plain> for H {}
+impl<H: PlainHandler> IntoHandler<kind::Plain> for H {
+    type Payload = H::Payload;
+}
 
 /// A handler as the worker stores it.
 pub(crate) fn erase<K, H: IntoHandler<K>>(h: H) -> Arc<dyn ErasedHandler> {
@@ -334,8 +346,8 @@ pub(crate) type Decoded = Box<dyn Any + Send>;
 
 /// A handler without its payload type, so one worker holds several.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn stream(&self) -> &'static str;
-    fn group(&self) -> &'static str;
+    fn stream(&self) -> &str;
+    fn group(&self) -> &str;
     /// The payload's type name, for messages.
     fn payload_type(&self) -> &'static str;
     /// How its entries are handled.
@@ -373,11 +385,11 @@ pub(crate) trait PlainBody: Send + Sync {
 pub(crate) struct Erased<H>(pub(crate) H);
 
 impl<H: Handler> ErasedHandler for Erased<H> {
-    fn stream(&self) -> &'static str {
+    fn stream(&self) -> &str {
         self.0.stream()
     }
 
-    fn group(&self) -> &'static str {
+    fn group(&self) -> &str {
         self.0.group()
     }
 
@@ -424,11 +436,11 @@ impl<H: Handler> TxBody for Erased<H> {
 pub(crate) struct ErasedPlain<H>(pub(crate) H);
 
 impl<H: PlainHandler> ErasedHandler for ErasedPlain<H> {
-    fn stream(&self) -> &'static str {
+    fn stream(&self) -> &str {
         self.0.stream()
     }
 
-    fn group(&self) -> &'static str {
+    fn group(&self) -> &str {
         self.0.group()
     }
 

@@ -83,6 +83,35 @@ pub(crate) fn legacy_dead_letter_key(stream: &str) -> String {
     format!("{stream}:dead")
 }
 
+/// The kinds of key kept beside a stream, as they appear in the key
+/// (`<stream>:<what>:<…>` in the stream's hash slot).
+const OWN_KEYS: [&str; 4] = ["dead", "replay", "last-error", "outbox"];
+
+/// Which of a stream's own keys `name` is shaped like, if any: a `}`
+/// followed later by `:dead:`, `:replay:`, `:last-error:` or `:outbox:`,
+/// as in every key [`related`] makes for a stream (`{orders}:dead:billing`,
+/// `{tenant1}:orders:replay:billing`). A worker never reads such a key as
+/// a stream of its own.
+pub(crate) fn own_key_kind(name: &str) -> Option<&'static str> {
+    let close = name.find('}')?;
+    let rest = &name[close..];
+    OWN_KEYS
+        .into_iter()
+        .find(|what| rest.contains(&format!(":{what}:")))
+}
+
+/// The keys kept beside `stream` for `group` that a stream name could
+/// collide with, each with what it is: the dead letters (per group and the
+/// former shared key), the replay stream and the last-error hash.
+pub(crate) fn own_keys(stream: &str, group: &str) -> [(String, &'static str); 4] {
+    [
+        (dead_letter_key(stream, group), "dead-letter"),
+        (legacy_dead_letter_key(stream), "dead-letter"),
+        (replay_key(stream, group), "replay"),
+        (last_error_key(stream, group), "last-error"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +171,27 @@ mod tests {
         // cannot share a slot with its keys, and is used as it is.
         assert_eq!(hash_tag("x{}y"), None);
         assert_eq!(dead_letter_key("x{}y", "g"), "x{}y:dead:g");
+    }
+
+    #[test]
+    fn every_own_key_is_shaped_like_one() {
+        for stream in ["orders", "{tenant1}:orders", "x{}y"] {
+            for (key, _) in own_keys(stream, "billing") {
+                if key.ends_with(":dead") {
+                    continue; // the former shared key: matched exactly only
+                }
+                assert!(own_key_kind(&key).is_some(), "{key}");
+            }
+            assert!(own_key_kind(&outbox_dedup_key(stream, 7, 1)).is_some());
+        }
+        for name in [
+            "orders",
+            "staging.orders",
+            "{tenant1}:orders",
+            "orders:dead:letters",
+        ] {
+            assert_eq!(own_key_kind(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -74,6 +74,7 @@ mod ledger;
 mod metrics;
 mod outbox;
 mod relay;
+mod routed;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
@@ -89,6 +90,7 @@ pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
 pub use outbox::{OUTBOX_TABLE, ensure_outbox};
 pub use relay::{Relay, RelaySummary};
+pub use routed::Routed;
 pub use stream::{DATA_FIELD, SendOptions, Stream};
 #[cfg(feature = "tls")]
 pub use tls::client_tls;

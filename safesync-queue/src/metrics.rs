@@ -305,11 +305,11 @@ impl QueueMetrics {
 
     /// The series of one stream and group, looked up once and then kept:
     /// recording per message is then an atomic add, not a label lookup.
-    pub(crate) fn labelled(&self, stream: &'static str, group: &'static str) -> Labelled {
+    pub(crate) fn labelled(&self, stream: &str, group: &str) -> Labelled {
         Labelled {
             metrics: self.clone(),
-            stream,
-            group,
+            stream: stream.to_owned(),
+            group: group.to_owned(),
             counts: Default::default(),
             latency: Default::default(),
         }
@@ -340,8 +340,8 @@ impl QueueMetrics {
 /// and kept.
 pub(crate) struct Labelled {
     metrics: QueueMetrics,
-    stream: &'static str,
-    group: &'static str,
+    stream: String,
+    group: String,
     counts: [OnceLock<Option<IntCounter>>; Count::ALL],
     latency: [OnceLock<Option<Histogram>>; Outcome::ALL],
 }
@@ -353,7 +353,7 @@ impl Labelled {
             return;
         }
         let c = self.counts[count.index()]
-            .get_or_init(|| self.metrics.counter(count, self.stream, self.group));
+            .get_or_init(|| self.metrics.counter(count, &self.stream, &self.group));
         if let Some(c) = c {
             c.inc_by(n);
         }
@@ -362,7 +362,7 @@ impl Labelled {
     /// Times one handler run.
     pub(crate) fn handled(&self, outcome: Outcome, latency: Duration) {
         let h = self.latency[outcome.index()]
-            .get_or_init(|| self.metrics.histogram(outcome, self.stream, self.group));
+            .get_or_init(|| self.metrics.histogram(outcome, &self.stream, &self.group));
         if let Some(h) = h {
             h.observe(latency.as_secs_f64());
         }

@@ -1,5 +1,6 @@
 //! Typed stream handles: the producer side.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -16,8 +17,18 @@ pub const DATA_FIELD: &str = "data";
 /// `T`, so a producer cannot put a payload on the stream that its handler
 /// would not decode.
 ///
-/// `#[queue_handler]` gives one per handler (`bill::stream()`); it is also
-/// usable on its own, in a `const`.
+/// `#[queue_handler]` gives one per handler: `bill::stream()` on the
+/// attribute's stream, `bill::stream_named(name)` on a name chosen at
+/// runtime, and [`Routed::stream`](crate::Routed::stream) for a handler
+/// run under runtime names. All three are typed by the handler's payload,
+/// so a producer built from a handler cannot send another type.
+///
+/// [`Stream::new`] and [`Stream::named`] stay public and check nothing
+/// against any handler: they are for a producer that does not link the
+/// handler's crate (another service, a script), which picks `T` itself.
+/// The worker checks what arrives: an entry its handler cannot decode
+/// goes to the dead letters at once. Prefer the handler's own forms where
+/// the handler is in reach.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), safesync_core::Error> {
@@ -36,17 +47,18 @@ pub const DATA_FIELD: &str = "data";
 /// # Ok(()) }
 /// ```
 pub struct Stream<T> {
-    name: &'static str,
+    name: Cow<'static, str>,
     _payload: PhantomData<fn(T)>,
 }
 
 impl<T> Clone for Stream<T> {
     fn clone(&self) -> Self {
-        *self
+        Stream {
+            name: self.name.clone(),
+            _payload: PhantomData,
+        }
     }
 }
-
-impl<T> Copy for Stream<T> {}
 
 impl<T> fmt::Debug for Stream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -66,7 +78,25 @@ impl<T> Stream<T> {
     /// ```
     pub const fn new(name: &'static str) -> Self {
         Stream {
-            name,
+            name: Cow::Borrowed(name),
+            _payload: PhantomData,
+        }
+    }
+
+    /// The stream with key `name`, chosen at runtime (e.g. from
+    /// configuration). Like [`Stream::new`], it checks nothing against a
+    /// handler: where the handler is in reach, take
+    /// `handler::stream_named(name)` or [`Routed::stream`](crate::Routed::stream)
+    /// instead, which are typed by its payload.
+    ///
+    /// ```
+    /// let env = "staging";
+    /// let s: safesync_queue::Stream<u64> = safesync_queue::Stream::named(format!("{env}.ticks"));
+    /// assert_eq!(s.name(), "staging.ticks");
+    /// ```
+    pub fn named(name: impl Into<Cow<'static, str>>) -> Self {
+        Stream {
+            name: name.into(),
             _payload: PhantomData,
         }
     }
@@ -77,8 +107,8 @@ impl<T> Stream<T> {
     /// let s: safesync_queue::Stream<u64> = safesync_queue::Stream::new("ticks");
     /// assert_eq!(s.name(), "ticks");
     /// ```
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -179,7 +209,7 @@ impl<T: serde::Serialize> Stream<T> {
     /// ```
     pub async fn send_in(&self, tx: &mut Tx<'_>, msg: &T) -> Result<()> {
         let json = self.encode(msg)?;
-        crate::outbox::insert(tx, self.name, &json).await
+        crate::outbox::insert(tx, &self.name, &json).await
     }
 
     /// `msg` as the JSON of an entry's `data` field.
@@ -222,7 +252,7 @@ impl<T: serde::Serialize> Stream<T> {
     {
         let json = self.encode(msg)?;
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.name);
+        cmd.arg(self.name.as_ref());
         if let Some(n) = options.maxlen {
             cmd.arg("MAXLEN").arg("~").arg(n);
         }

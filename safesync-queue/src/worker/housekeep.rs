@@ -14,7 +14,7 @@ use crate::metrics::QueueMetrics;
 pub(crate) async fn housekeep(
     redis: Client,
     metrics: QueueMetrics,
-    pairs: Vec<(&'static str, &'static str)>,
+    pairs: Vec<(String, String)>,
     every: Duration,
     remove_idle_consumers: Option<Duration>,
     own_consumer: String,
@@ -25,7 +25,8 @@ pub(crate) async fn housekeep(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        for &(stream, group) in &pairs {
+        for (stream, group) in &pairs {
+            let (stream, group) = (stream.as_str(), group.as_str());
             match crate::health::health(&redis, stream, group).await {
                 Ok(health) => metrics.record_health(stream, group, &health),
                 Err(e) => tracing::debug!(stream, group, error = %e, "health refresh failed"),

@@ -98,6 +98,7 @@ use self::run::Runner;
 use self::settle::Settler;
 use crate::conn::{COMMAND_TIMEOUT, SideConn};
 use crate::handler::{self, ErasedHandler, IntoHandler};
+use crate::keys;
 use crate::ledger::{self, MAX_NAME_LEN};
 use crate::metrics::QueueMetrics;
 
@@ -252,7 +253,9 @@ impl Worker {
     /// Adds a handler, a [`Handler`](crate::Handler) (run in a transaction
     /// with a ledger row) or a [`PlainHandler`](crate::PlainHandler) (run
     /// without one); see [`IntoHandler`]. Its stream and group come from
-    /// the handler. Each handler is read by a loop of its own with its own
+    /// the handler, or from a [`Routed`](crate::Routed) wrapping it
+    /// (`bill.on(stream, group)`) to run it on names chosen at runtime.
+    /// Each handler is read by a loop of its own with its own
     /// connection.
     ///
     /// ```no_run
@@ -306,13 +309,46 @@ impl Worker {
                 )));
             }
         }
+        self.check_own_keys()
+    }
+
+    /// No handler's stream is one of the keys kept beside a stream (its
+    /// dead letters, replay stream, last error): shaped like one, or one
+    /// of another handler's of this worker.
+    fn check_own_keys(&self) -> Result<()> {
+        let mut own = std::collections::HashMap::new();
+        for h in &self.handlers {
+            for (key, what) in keys::own_keys(h.stream(), h.group()) {
+                own.entry(key).or_insert((what, h.stream(), h.group()));
+            }
+        }
+        for h in &self.handlers {
+            let (stream, group) = (h.stream(), h.group());
+            if let Some(what) = keys::own_key_kind(stream) {
+                return Err(Error::Config(format!(
+                    "the stream name `{stream}` of the handler in group `{group}` is shaped like \
+                     the `{what}` key kept beside a stream (`{{stream}}:{what}:…`); a worker \
+                     does not read a stream's own keys: choose another name"
+                )));
+            }
+            if let Some((what, of, of_group)) = own.get(stream) {
+                return Err(Error::Config(format!(
+                    "the stream name `{stream}` of the handler in group `{group}` is the \
+                     {what} key of stream `{of}` in group `{of_group}`; a worker does not \
+                     read a stream's own keys: choose another name"
+                )));
+            }
+        }
         Ok(())
     }
 
     /// Runs until `stop` is cancelled, then drains and returns what it did.
     ///
     /// Fails at once, without consuming, when the settings are invalid
-    /// ([`Error::Config`] naming the setting and its allowed range), the
+    /// ([`Error::Config`] naming the setting and its allowed range), a
+    /// handler's names cannot work (empty or over 255 bytes, a stream named
+    /// like a stream's own dead-letter or replay key, two handlers on one
+    /// stream and group: [`Error::Config`] naming them), the
     /// ledger table cannot be created (only needed, and created, when a
     /// [`Handler`](crate::Handler) is among the handlers), Redis cannot be reached (within
     /// 5 s to connect and 10 s to answer) or a group cannot be created.
@@ -366,7 +402,7 @@ impl Worker {
         let pairs: Vec<_> = self
             .handlers
             .iter()
-            .map(|h| (h.stream(), h.group()))
+            .map(|h| (h.stream().to_owned(), h.group().to_owned()))
             .collect();
         let routes = route::routes(self.handlers, &config, &metrics, &stats);
         let longest_timeout = routes

@@ -113,7 +113,8 @@ pub(crate) async fn read_loop(ctx: Arc<Reading>, route: Arc<Route>, stop: Cancel
         cursor: Cursor::default(),
         plain,
     };
-    let (stream, group) = (me.route.key.clone(), me.route.group());
+    let (stream, group) = (me.route.key.clone(), me.route.group().to_owned());
+    let group = group.as_str();
     let mut reader: Option<Reader> = None;
     let mut backoff = Backoff::new();
     while !stop.is_cancelled() {

@@ -33,11 +33,11 @@ pub(crate) struct Route {
 }
 
 impl Route {
-    pub(crate) fn stream(&self) -> &'static str {
+    pub(crate) fn stream(&self) -> &str {
         self.handler.stream()
     }
 
-    pub(crate) fn group(&self) -> &'static str {
+    pub(crate) fn group(&self) -> &str {
         self.handler.group()
     }
 }

@@ -25,6 +25,15 @@ fn assert_send<T: Send>(_: T) {}
 async fn producer(redis: &safesync::redis::Client) -> Result<(), Error> {
     bill::stream().send(redis, &OrderPlaced { order_id: 7 }).await?;
     audit::stream().send(redis, &serde_json::json!({"any": "json"})).await?;
+    // Runtime names: the same typed producers.
+    let env = std::env::var("APP_ENV").unwrap_or_default();
+    bill.on(format!("{env}.orders"), "billing")
+        .stream()
+        .send(redis, &OrderPlaced { order_id: 7 })
+        .await?;
+    bill::stream_named(format!("{env}.orders"))
+        .send(redis, &OrderPlaced { order_id: 7 })
+        .await?;
     Ok(())
 }
 
@@ -35,6 +44,10 @@ async fn direct(tx: &mut Tx<'_>) -> Result<(), Error> {
 fn main() {
     assert_handler(bill);
     assert_handler(audit);
+    let routed = bill.on("staging.orders", "billing");
+    assert_eq!(routed.stream().name(), "staging.orders");
+    fn assert_into_handler<K, H: safesync::queue::IntoHandler<K>>(_: H) {}
+    assert_into_handler(routed);
     assert_eq!(safesync::queue::Handler::group(&audit), "audit");
     assert_eq!(bill::stream().name(), "orders");
     let client = safesync::redis::Client::open("redis://127.0.0.1:1").unwrap();

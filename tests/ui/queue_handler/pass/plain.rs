@@ -47,6 +47,9 @@ fn worker(db: Db, redis: safesync::redis::Client) -> safesync::Worker {
         .handle(bill)
         .handle(notify)
         .handle(audit)
+        // Both kinds under runtime names too.
+        .handle(bill.on("staging.orders", "billing"))
+        .handle(notify.on("staging.orders", "mailer"))
 }
 
 fn main() {
