@@ -77,6 +77,7 @@ mod relay;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+mod wake;
 mod worker;
 
 pub use admin::{PendingEntry, dead_letter, groups, pending_entries, purge_dead_letters};
@@ -87,7 +88,7 @@ pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
 pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
-pub use outbox::{OUTBOX_TABLE, ensure_outbox};
+pub use outbox::{OUTBOX_CHANNEL, OUTBOX_TABLE, ensure_outbox};
 pub use relay::{Relay, RelaySummary};
 pub use stream::{DATA_FIELD, SendOptions, Stream};
 #[cfg(feature = "tls")]
