@@ -16,7 +16,9 @@
 //!   effects, reconnects and a clean stop.
 //! - [`Stream::send_in`] and [`Relay`]: a transactional outbox; a message
 //!   is sent if and only if the transaction that wrote it commits, and a
-//!   relay's resend after a crash adds no second entry.
+//!   relay's resend after a crash adds no second entry. The relay runs on
+//!   its own or inside a worker ([`Worker::relay_outbox`]), and wakes on
+//!   PostgreSQL's `NOTIFY` ([`OUTBOX_CHANNEL`]) or by polling elsewhere.
 //! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`],
 //!   [`groups`], [`pending_entries`], [`dead_letter`], [`purge_dead_letters`]:
 //!   operations (what the `safesync` CLI runs).
