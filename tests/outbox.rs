@@ -13,6 +13,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::queue::{OrderPlaced, delete_keys, send_committed, xlen};
 use common::{Backend, TestDb};
 use safesync::__private::BoxFuture;
 use safesync::prelude::*;
@@ -33,11 +34,6 @@ fn client() -> redis::Client {
 
 async fn conn() -> MultiplexedConnection {
     client().get_multiplexed_async_connection().await.unwrap()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-struct OrderPlaced {
-    order_id: i64,
 }
 
 #[derive(Debug, Clone, Versioned, Locked)]
@@ -77,47 +73,10 @@ async fn entries(stream: &str) -> Vec<(Vec<String>, i64)> {
         .collect()
 }
 
-async fn xlen(stream: &str) -> usize {
-    redis::cmd("XLEN")
-        .arg(stream)
-        .query_async(&mut conn().await)
-        .await
-        .unwrap()
-}
-
-/// Deletes the stream and every key the relay or a worker made for it.
-async fn delete_keys(stream: &str) {
-    let mut c = conn().await;
-    let pattern = format!("{{{stream}}}:*");
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(&pattern)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    keys.push(stream.to_owned());
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut c)
-        .await
-        .unwrap();
-}
-
 async fn outbox_rows(db: &Db) -> i64 {
     db.fetch_one("SELECT COUNT(*) FROM safesync_queue_outbox", ())
         .await
         .unwrap()
-}
-
-/// Sends `ids` on `stream` through the outbox, one committed transaction each.
-async fn send_committed(db: &Db, stream: &Stream<OrderPlaced>, ids: impl Iterator<Item = i64>) {
-    for order_id in ids {
-        let mut tx = db.begin().await.unwrap();
-        stream
-            .send_in(&mut tx, &OrderPlaced { order_id })
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
 }
 
 async fn rolled_back_transaction_sends_nothing(backend: Backend) {

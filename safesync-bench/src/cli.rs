@@ -5,22 +5,24 @@ use std::time::Duration;
 use crate::{Backend, Config, Workload};
 
 pub(crate) const USAGE: &str = "\
-usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2|w3|w4|w5|w5q|all]
+usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2|w3|w4|w5|w5q|outbox|all]
                       [--workers 1,8] [--ops N] [--quick] [--max-seconds S] [--repeat R] [--rss]
                       [--variant NAME,...]
 
   --backend      backends, comma-separated (default: all)
   --workload     workloads, comma-separated (default: all)
   --workers      worker counts, tasks in this process (default: 1,8)
-  --ops          operations (W0-W4) or messages (W5, W5q) per run
-                 (default: 20000; W3 2000, W3 uncontended 1000)
+  --ops          operations (W0-W4) or messages (W5, W5q) or producer
+                 transactions (outbox) per run
+                 (default: 20000; W3 2000, W3 uncontended 1000, outbox 5000)
   --quick        small counts: everything in under two minutes
   --max-seconds  stop starting W0-W4 operations after S seconds per run and
                  verify what was done (default: 60; 0 = no limit)
   --repeat       run every variant R times, alternating the order; ratios
                  divide by the mean of the raw runs (default: 1)
   --variant      only these variants: raw, raw-simple, raw-tuned, framework,
-                 framework-noledger, framework-16-per-tx (default: all)
+                 framework-noledger, framework-16-per-tx, framework-outbox
+                 (default: all)
   --rss          W5/W5q framework runs report the peak RSS after
                  min(100000, M/10) messages and at the end, e.g.
                  --workload w5 --ops 1000000 --workers 32 --rss

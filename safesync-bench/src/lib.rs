@@ -141,11 +141,15 @@ pub enum Workload {
     W5,
     /// W5q queue-only: W5 with a handler that does no database work.
     W5q,
+    /// W7 outbox: producer transactions (an `UPDATE` and a message) per
+    /// second with the message sent after the commit or written to the
+    /// outbox in the transaction, and the latency from commit to handler.
+    Outbox,
 }
 
 impl Workload {
     /// Every workload, in the order runs use.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::W0,
         Workload::W1,
         Workload::W2,
@@ -153,9 +157,10 @@ impl Workload {
         Workload::W4,
         Workload::W5,
         Workload::W5q,
+        Workload::Outbox,
     ];
 
-    /// `w0` … `w5q`.
+    /// `w0` … `w5q`, `outbox`.
     pub fn name(self) -> &'static str {
         match self {
             Workload::W0 => "w0",
@@ -165,12 +170,13 @@ impl Workload {
             Workload::W4 => "w4",
             Workload::W5 => "w5",
             Workload::W5q => "w5q",
+            Workload::Outbox => "outbox",
         }
     }
 
-    /// True for the workloads that need Redis (W5, W5q).
+    /// True for the workloads that need Redis (W5, W5q, outbox).
     pub fn is_queue(self) -> bool {
-        matches!(self, Workload::W5 | Workload::W5q)
+        matches!(self, Workload::W5 | Workload::W5q | Workload::Outbox)
     }
 
     fn cases(self) -> &'static [Case] {
@@ -182,6 +188,7 @@ impl Workload {
             Workload::W4 => &[Case::Idempotent],
             Workload::W5 => &[Case::Queue],
             Workload::W5q => &[Case::QueueOnly],
+            Workload::Outbox => &[Case::Outbox],
         }
     }
 }
@@ -200,7 +207,9 @@ impl FromStr for Workload {
             .into_iter()
             .find(|w| w.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown workload `{s}`; expected w0, w1, w2, w3, w4, w5, w5q or all")
+                format!(
+                    "unknown workload `{s}`; expected w0, w1, w2, w3, w4, w5, w5q, outbox or all"
+                )
             })
     }
 }

@@ -16,7 +16,9 @@
 //!   effects, reconnects and a clean stop.
 //! - [`Stream::send_in`] and [`Relay`]: a transactional outbox; a message
 //!   is sent if and only if the transaction that wrote it commits, and a
-//!   relay's resend after a crash adds no second entry.
+//!   relay's resend after a crash adds no second entry. The relay runs on
+//!   its own or inside a worker ([`Worker::relay_outbox`]), and wakes on
+//!   PostgreSQL's `NOTIFY` ([`OUTBOX_CHANNEL`]) or by polling elsewhere.
 //! - [`dead_letters`], [`replay_dead_letter`], [`health`], [`QueueMetrics`],
 //!   [`groups`], [`pending_entries`], [`dead_letter`], [`purge_dead_letters`]:
 //!   operations (what the `safesync` CLI runs).
@@ -78,6 +80,7 @@ mod routed;
 mod stream;
 #[cfg(feature = "tls")]
 mod tls;
+mod wake;
 mod worker;
 
 pub use admin::{PendingEntry, dead_letter, groups, pending_entries, purge_dead_letters};
@@ -88,7 +91,7 @@ pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
 pub use keys::{dead_letter_key, replay_key};
 pub use ledger::{LEDGER_TABLE, ensure_ledger, prune_ledger};
 pub use metrics::QueueMetrics;
-pub use outbox::{OUTBOX_TABLE, ensure_outbox};
+pub use outbox::{OUTBOX_CHANNEL, OUTBOX_TABLE, ensure_outbox};
 pub use relay::{Relay, RelaySummary};
 pub use routed::Routed;
 pub use stream::{DATA_FIELD, SendOptions, Stream};

@@ -10,6 +10,18 @@ use crate::ledger::{MAX_NAME_LEN, create_if_missing};
 /// The outbox table's name.
 pub const OUTBOX_TABLE: &str = "safesync_queue_outbox";
 
+/// The PostgreSQL channel on which [`Stream::send_in`](crate::Stream::send_in)
+/// notifies (`pg_notify(channel, stream)`, delivered when its transaction
+/// commits) and on which a [`Relay`](crate::Relay) listens, to wake at
+/// once instead of at its next poll. It is one channel per database: any
+/// `send_in` of the database (of any schema) wakes every relay of it, which
+/// then makes one pass.
+///
+/// ```
+/// assert_eq!(safesync_queue::OUTBOX_CHANNEL, "safesync_queue_outbox");
+/// ```
+pub const OUTBOX_CHANNEL: &str = "safesync_queue_outbox";
+
 /// Creates the outbox table `safesync_queue_outbox` (and its index on
 /// `(stream, id)`) when it is missing.
 ///
@@ -48,5 +60,23 @@ pub(crate) async fn insert(tx: &mut Tx<'_>, stream: &str, json: &str) -> Result<
         (stream, nonce, json),
     )
     .await?;
+    notify(tx, stream).await
+}
+
+/// On PostgreSQL, `pg_notify(OUTBOX_CHANNEL, stream)` in `tx`: delivered
+/// to the listening relays when `tx` commits, never when it rolls back
+/// (several of one transaction with the same stream arrive as one).
+/// Nothing on the other backends, whose relays poll.
+async fn notify(tx: &mut Tx<'_>, stream: &str) -> Result<()> {
+    #[cfg(feature = "postgres")]
+    if let Some(conn) = tx.as_postgres() {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(OUTBOX_CHANNEL)
+            .bind(stream)
+            .execute(conn)
+            .await?;
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = (tx, stream);
     Ok(())
 }

@@ -46,6 +46,7 @@ use crate::conn::{self, COMMAND_TIMEOUT};
 use crate::keys::outbox_dedup_key;
 use crate::outbox::ensure_outbox;
 use crate::stream::DATA_FIELD;
+use crate::wake::Wake;
 
 /// Adds the entry unless the row's dedup key says it was added: returns
 /// `{1, new id}` or `{0, earlier id}`.
@@ -75,8 +76,17 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 /// (`safesync-queue/src/relay.rs`); in short, a resend is recognised
 /// within [`dedup_ttl`](Relay::dedup_ttl) of the first send.
 ///
-/// The relay runs on its own; it does not yet run inside a
-/// [`Worker`](crate::Worker).
+/// It runs on its own (below) or inside a [`Worker`](crate::Worker)
+/// ([`relay_outbox`](crate::Worker::relay_outbox)).
+///
+/// **Wake-up.** After a pass that found nothing to send, the relay waits
+/// for [`poll_interval`](Relay::poll_interval) (default 100 ms). On
+/// PostgreSQL it also `LISTEN`s on [`OUTBOX_CHANNEL`](crate::OUTBOX_CHANNEL),
+/// on a connection of its own outside the `Db`'s pool, and `send_in`
+/// notifies there in its transaction, so a commit wakes the relay at once;
+/// the poll is then only the fallback for a notification missed (while
+/// that connection was down, say). On SQLite and MySQL/MariaDB the poll
+/// alone wakes it: a commit waits up to the interval.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), safesync_core::Error> {
@@ -117,8 +127,9 @@ pub struct RelaySummary {
 
 impl Relay {
     /// A relay from the outbox of `db` to the streams on `redis`: batches
-    /// of 100 rows, a poll every 100 ms when the outbox is empty, dedup
-    /// keys kept for 24 hours.
+    /// of 100 rows, a poll every 100 ms when the outbox is empty (and on
+    /// PostgreSQL a wake-up on every commit's notification), dedup keys
+    /// kept for 24 hours.
     ///
     /// ```
     /// # fn demo(db: safesync_core::Db) -> Result<(), safesync_core::Error> {
@@ -150,8 +161,12 @@ impl Relay {
         self
     }
 
-    /// How long the relay sleeps when the outbox had nothing to send: the
-    /// most a committed message waits for the relay to look.
+    /// How long the relay sleeps when the outbox had nothing to send
+    /// (default 100 ms): on SQLite and MySQL/MariaDB the most a committed
+    /// message waits for the relay to look, and each poll costs one query.
+    /// On PostgreSQL a commit's notification wakes the relay at once, so
+    /// the poll only catches what a missed notification announced: a
+    /// second or more is reasonable there.
     ///
     /// ```
     /// # fn demo(relay: safesync_queue::Relay) {
@@ -207,34 +222,46 @@ impl Relay {
     /// ```
     pub async fn run(self, stop: CancellationToken) -> Result<RelaySummary> {
         ensure_outbox(&self.db).await?;
+        Ok(self.relay_until(stop).await)
+    }
+
+    /// The database whose outbox the relay reads.
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// [`Relay::run`] once the outbox table exists: passes until `stop`
+    /// is cancelled, failures retried, so it never fails.
+    pub(crate) async fn relay_until(self, stop: CancellationToken) -> RelaySummary {
+        // Listening before the first pass: a commit after it wakes us.
+        let mut wake = Wake::new(&self.db).await;
         let mut conn = None;
         let mut summary = RelaySummary::default();
         let mut failures = 0u32;
         let mut rng = fastrand::Rng::new();
         while !stop.is_cancelled() {
-            let wait = match self.pass(&mut conn, &mut summary).await {
+            match self.pass(&mut conn, &mut summary).await {
                 Ok(0) => {
                     failures = 0;
-                    self.poll
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = wake.wait(self.poll) => {}
+                    }
                 }
-                Ok(_) => {
-                    failures = 0;
-                    continue;
-                }
+                Ok(_) => failures = 0,
                 Err(e) => {
                     conn = None;
                     failures = failures.saturating_add(1);
                     let wait = RETRY.equal_jitter(failures, &mut rng);
                     tracing::warn!(error = %e, ?wait, "outbox relay pass failed; retrying");
-                    wait
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
                 }
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(wait) => {}
             }
         }
-        Ok(summary)
+        summary
     }
 
     /// One pass: forwards every row committed now (and any committed while

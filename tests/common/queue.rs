@@ -49,6 +49,31 @@ pub async fn delete_stream(stream: &str) {
         .unwrap();
 }
 
+pub async fn xlen(stream: &str) -> usize {
+    redis::cmd("XLEN")
+        .arg(stream)
+        .query_async(&mut conn().await)
+        .await
+        .unwrap()
+}
+
+/// Deletes the stream and every key of its hash slot (`{stream}:*`: an
+/// outbox relay's dedup keys, a worker's dead letters and replays).
+pub async fn delete_keys(stream: &str) {
+    let mut c = conn().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{stream}}}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    keys.push(stream.to_owned());
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct OrderPlaced {
     pub order_id: i64,
@@ -96,6 +121,19 @@ pub async fn send_orders(stream: &'static str, ids: impl IntoIterator<Item = i64
             .send_on(&mut c, &OrderPlaced { order_id }, &SendOptions::default())
             .await
             .unwrap();
+    }
+}
+
+/// Sends `ids` on `stream` through the outbox, one committed transaction
+/// each.
+pub async fn send_committed(db: &Db, stream: &Stream<OrderPlaced>, ids: impl Iterator<Item = i64>) {
+    for order_id in ids {
+        let mut tx = db.begin().await.unwrap();
+        stream
+            .send_in(&mut tx, &OrderPlaced { order_id })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
     }
 }
 

@@ -11,6 +11,7 @@ mod advisory;
 mod commit;
 mod idempotent;
 mod occ;
+mod outbox;
 mod queue;
 mod queue_raw;
 mod rowlock;
@@ -28,6 +29,7 @@ pub(crate) enum Case {
     Idempotent,
     Queue,
     QueueOnly,
+    Outbox,
 }
 
 /// Who does the work.
@@ -47,17 +49,21 @@ pub(crate) enum Variant {
     /// W5: the safesync worker with 16 messages per transaction
     /// (`Worker::messages_per_transaction(16)`).
     FrameworkBatched,
+    /// W7: `Stream::send_in` in the producer's transaction, relayed by the
+    /// consumer's `Worker` (`relay_outbox(true)`).
+    FrameworkOutbox,
 }
 
 impl Variant {
     /// Every variant's name, for `--variant`.
-    pub(crate) const NAMES: [&'static str; 6] = [
+    pub(crate) const NAMES: [&'static str; 7] = [
         "raw",
         "raw-simple",
         "raw-tuned",
         "framework",
         "framework-noledger",
         "framework-16-per-tx",
+        "framework-outbox",
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -68,6 +74,7 @@ impl Variant {
             Variant::Framework => "framework",
             Variant::FrameworkNoLedger => "framework-noledger",
             Variant::FrameworkBatched => "framework-16-per-tx",
+            Variant::FrameworkOutbox => "framework-outbox",
         }
     }
 }
@@ -85,6 +92,7 @@ impl Case {
             Case::Idempotent => "w4-idempotent",
             Case::Queue => "w5-queue",
             Case::QueueOnly => "w5q-queue-only",
+            Case::Outbox => "w7-outbox",
         }
     }
 
@@ -102,6 +110,7 @@ impl Case {
             ],
             // W5q's handler takes no transaction: no ledger to turn off.
             Case::QueueOnly => &[Variant::RawTuned, Variant::Framework],
+            Case::Outbox => &[Variant::Raw, Variant::Framework, Variant::FrameworkOutbox],
             _ => &[Variant::Raw, Variant::Framework],
         }
     }
@@ -111,6 +120,7 @@ impl Case {
             (Case::OccHot | Case::AdvisoryUncontended, true) => 200,
             (Case::Advisory, true) => 300,
             (Case::Queue | Case::QueueOnly, true) => 800,
+            (Case::Outbox, false) => 5_000,
             (_, true) => 400,
             (Case::Advisory, false) => 2_000,
             (Case::AdvisoryUncontended, false) => 1_000,
@@ -194,6 +204,7 @@ async fn dispatch(
     variant: Variant,
     spec: &Spec,
     redis: &Result<redis::Client, String>,
+    quick: bool,
 ) -> Result<Outcome, BoxError> {
     env.warm(spec.workers).await?;
     match case {
@@ -210,6 +221,12 @@ async fn dispatch(
                 .as_ref()
                 .map_err(|e| -> BoxError { e.clone().into() })?;
             queue::run(env, redis, variant, spec, case == Case::Queue).await
+        }
+        Case::Outbox => {
+            let redis = redis
+                .as_ref()
+                .map_err(|e| -> BoxError { e.clone().into() })?;
+            outbox::run(env, redis, variant, spec, quick).await
         }
     }
 }
@@ -248,7 +265,7 @@ pub(crate) async fn run_one(
             ))),
             _ => None,
         };
-        let result = dispatch(&env, case, variant, &spec, redis).await;
+        let result = dispatch(&env, case, variant, &spec, redis, config.quick).await;
         if let Some(s) = sampler {
             s.abort();
         }

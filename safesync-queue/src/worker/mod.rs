@@ -36,12 +36,17 @@
 //!
 //! 1. The caller cancels its token (or a read loop panics: the worker then
 //!    cancels its own child token, never the caller's).
-//! 2. Each read loop sees the stop. A blocking `XREADGROUP` is ended at once
+//! 2. Each read loop sees the stop, and so does the outbox relay when the
+//!    worker runs one ([`relay_outbox`](Worker::relay_outbox)): it ends
+//!    after the batch under way (whose rows are sent and deleted, or stay
+//!    for the next relay when its transaction rolls back), at once when
+//!    idle. A blocking `XREADGROUP` is ended at once
 //!    by `CLIENT UNBLOCK` from the side connection (dropped after a one
 //!    second grace when that fails); a loop waiting for a free slot stops
 //!    waiting. Entries read but not yet given a slot stay pending, for the
 //!    next run or a claim. No read starts after this.
-//! 3. The run waits for every read loop to end, and stops housekeeping.
+//! 3. The run waits for every read loop and the relay to end, and stops
+//!    housekeeping.
 //! 4. The dispatch stage closes its task tracker and waits up to
 //!    [`drain_timeout`](Worker::drain_timeout) for the running message
 //!    tasks. Each settles as usual: acknowledgements are queued, dead
@@ -53,8 +58,11 @@
 //! 6. The ack stage is asked to flush: it sends every acknowledgement
 //!    queued before the request, answers, and ends (waiting at most three
 //!    Redis command timeouts).
-//! 7. A panic of a read loop or of the ack task is resumed now; otherwise
-//!    the run returns the [`Summary`].
+//! 7. A panic of a read loop, of the relay or of the ack task is resumed
+//!    now; otherwise the run returns the [`Summary`].
+//!
+//! The relay is a stage apart from the pipeline: it feeds Redis, which the
+//! read loops read like any other producer's entries.
 
 mod ack;
 mod commands;
@@ -101,6 +109,8 @@ use crate::handler::{self, ErasedHandler, IntoHandler};
 use crate::keys;
 use crate::ledger::{self, MAX_NAME_LEN};
 use crate::metrics::QueueMetrics;
+use crate::outbox::ensure_outbox;
+use crate::relay::{Relay, RelaySummary};
 
 /// Consumes streams with typed handlers: read → decode → transaction
 /// (ledger row + handler) → commit → acknowledge for a [`Handler`](crate::Handler);
@@ -153,6 +163,10 @@ use crate::metrics::QueueMetrics;
 ///   (`CLIENT UNBLOCK`), lets running handlers finish within
 ///   [`drain_timeout`](Worker::drain_timeout), acknowledges what committed
 ///   and returns a [`Summary`].
+/// - **Outbox.** With [`relay_outbox(true)`](Worker::relay_outbox) the
+///   worker also runs a [`Relay`], which forwards what
+///   [`Stream::send_in`](crate::Stream::send_in) wrote once its
+///   transaction committed, and stops with the worker.
 ///
 /// ```no_run
 /// # use safesync_core::{Db, Error, Tx};
@@ -190,6 +204,7 @@ pub struct Worker {
     metrics: Option<QueueMetrics>,
     on_failure: Option<failure::Hook>,
     skip_acks: u64,
+    relay: Option<Relay>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -247,6 +262,7 @@ impl Worker {
             metrics: None,
             on_failure: None,
             skip_acks: 0,
+            relay: None,
         }
     }
 
@@ -385,14 +401,7 @@ impl Worker {
     /// ```
     pub async fn run(self, stop: CancellationToken) -> Result<Summary> {
         self.validate()?;
-        let transactional = self
-            .handlers
-            .iter()
-            .any(|h| matches!(h.body(), handler::Body::Tx(_)));
-        // A worker of plain handlers only never touches the database.
-        if self.config.ledger && transactional {
-            ledger::ensure_ledger(&self.db).await?;
-        }
+        self.ensure_tables().await?;
         let config = self.config;
         let side = Arc::new(
             SideConn::connect(&self.redis, format!("safesync-side-{}", config.consumer)).await?,
@@ -465,6 +474,7 @@ impl Worker {
         for r in routes {
             loops.spawn(read::read_loop(Arc::clone(&reading), r, stop.clone()));
         }
+        let relayed = spawn_relay(&mut loops, self.relay, &stop);
         // Steps 2 and 3.
         let mut panicked = None;
         while let Some(done) = loops.join_next().await {
@@ -487,9 +497,29 @@ impl Worker {
         if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
-        let summary = stats.summary();
+        let mut summary = stats.summary();
+        if let Ok(r) = relayed.lock() {
+            summary.outbox = *r;
+        }
         tracing::info!(?summary, "safesync queue worker stopped");
         Ok(summary)
+    }
+
+    /// Creates the tables the run needs when missing: the ledger (a worker
+    /// of plain handlers only never touches the database) and, with a
+    /// relay, the outbox.
+    async fn ensure_tables(&self) -> Result<()> {
+        let transactional = self
+            .handlers
+            .iter()
+            .any(|h| matches!(h.body(), handler::Body::Tx(_)));
+        if self.config.ledger && transactional {
+            ledger::ensure_ledger(&self.db).await?;
+        }
+        if let Some(relay) = &self.relay {
+            ensure_outbox(relay.db()).await?;
+        }
+        Ok(())
     }
 
     /// [`Worker::run`] until the process gets SIGTERM or SIGINT (Ctrl-C).
@@ -516,6 +546,26 @@ impl Worker {
         watcher.abort();
         result
     }
+}
+
+/// Spawns the outbox relay, when there is one, among the read loops: it
+/// stops and panics like one of them. Returns where it leaves what it sent.
+fn spawn_relay(
+    loops: &mut JoinSet<()>,
+    relay: Option<Relay>,
+    stop: &CancellationToken,
+) -> Arc<std::sync::Mutex<RelaySummary>> {
+    let relayed = Arc::new(std::sync::Mutex::new(RelaySummary::default()));
+    if let Some(relay) = relay {
+        let (relayed, stop) = (Arc::clone(&relayed), stop.clone());
+        loops.spawn(async move {
+            let done = relay.relay_until(stop).await;
+            if let Ok(mut r) = relayed.lock() {
+                *r = done;
+            }
+        });
+    }
+    relayed
 }
 
 /// The panic of a task that ended in one; `None` when it returned or was

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::failure::FailedDelivery;
 use crate::metrics::{Count, Labelled, Outcome};
+use crate::relay::RelaySummary;
 
 /// What a [`Worker::run`](crate::Worker::run) did, counted over the whole run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub struct Summary {
     /// The last failed delivery of each stream and group that had one in
     /// this run (those counted in `failed`), ordered by stream and group.
     pub last_errors: Vec<FailedDelivery>,
+    /// What the worker's outbox relay sent (all zero without one; see
+    /// [`Worker::relay_outbox`](crate::Worker::relay_outbox)).
+    pub outbox: RelaySummary,
 }
 
 /// Something counted: one field of [`Summary`], and for some the
@@ -137,6 +141,7 @@ impl Stats {
                 .lock()
                 .map(|e| e.values().cloned().collect())
                 .unwrap_or_default(),
+            outbox: RelaySummary::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::Worker;
 use super::failure::FailedDelivery;
 use crate::metrics::QueueMetrics;
+use crate::relay::Relay;
 
 impl Worker {
     /// How many handlers run at once, over all streams: 1 to 100,000
@@ -317,6 +318,52 @@ impl Worker {
     /// ```
     pub fn on_failure(mut self, hook: impl Fn(&FailedDelivery) + Send + Sync + 'static) -> Worker {
         self.on_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs an outbox [`Relay`] on the worker's own database and Redis
+    /// (with [`Relay::new`]'s defaults) as one more stage of the worker
+    /// (off by default): it forwards what
+    /// [`Stream::send_in`](crate::Stream::send_in) wrote once its
+    /// transaction committed, starts with the worker (whose
+    /// [`run`](Worker::run) then creates the outbox table, or fails at
+    /// once) and stops with it. `false` removes a relay set before.
+    /// What it sent is in [`Summary::outbox`](super::Summary::outbox).
+    ///
+    /// Relays may run in several workers at once: each stream's messages
+    /// still go out once and in order (see [`Relay`]).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let worker = safesync_queue::Worker::new(db, redis).relay_outbox(true);
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn relay_outbox(mut self, on: bool) -> Worker {
+        self.relay = on.then(|| Relay::new(self.db.clone(), self.redis.clone()));
+        self
+    }
+
+    /// [`relay_outbox`](Worker::relay_outbox) with a relay of your own
+    /// settings (batch, poll interval, dedup TTL; its database and Redis
+    /// may differ from the worker's).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let db = safesync_core::Db::connect("sqlite::memory:").await?;
+    /// # let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// use std::time::Duration;
+    /// use safesync_queue::{Relay, Worker};
+    ///
+    /// let relay = Relay::new(db.clone(), redis.clone()).poll_interval(Duration::from_millis(20));
+    /// let worker = Worker::new(db, redis).with_relay(relay);
+    /// # let _ = worker;
+    /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
+    /// ```
+    pub fn with_relay(mut self, relay: Relay) -> Worker {
+        self.relay = Some(relay);
         self
     }
 
