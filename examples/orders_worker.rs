@@ -109,7 +109,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     db.create_table::<Order>().await?;
     // Optional: `Worker::run` creates the ledger table itself when missing.
     safesync::queue::ensure_ledger(&db).await?;
-    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let mut conn = safesync::redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
     let _: () = safesync::redis::cmd("DEL")
         .arg(bill::stream().name())
         .query_async(&mut conn)
