@@ -3,7 +3,8 @@
 //! processes, every effect exactly once; the same with a master killed by
 //! SIGKILL mid-run (a replica takes over, the workers follow it, nothing is
 //! applied twice, and what asynchronous replication lost is counted and
-//! printed); dead letters, replay and health on the cluster.
+//! printed); dead letters, replay and health on the cluster; the outbox
+//! relay.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Backend;
-use common::cluster::Cluster;
+use common::cluster::{self, Cluster};
 use common::faults::{Bill, OrderPlaced};
 use safesync::__private::BoxFuture;
 use safesync::prelude::*;
@@ -31,14 +32,20 @@ fn leak(s: &str) -> &'static str {
 
 /// One worker process: every stream's `billing` group, on the cluster
 /// whose ports and streams its parent passed, until the parent writes a
-/// row into `cluster_stop`.
+/// row into `cluster_stop`; then writes its summary's counts into
+/// `cluster_summary`.
 #[test]
 fn cluster_worker_child() {
     let Some((backend, namespace, name, rt)) = common::processes::child(CHILD_ENV) else {
         return;
     };
     rt.block_on(async move {
-        let (ports, streams) = name.split_once(';').unwrap();
+        let mut spec = name.split(';');
+        let (ports, streams, claim_idle) = (
+            spec.next().unwrap(),
+            spec.next().unwrap(),
+            spec.next().unwrap().parse().unwrap(),
+        );
         let seeds: Vec<String> = ports
             .split(',')
             .map(|p| format!("redis://127.0.0.1:{p}"))
@@ -47,7 +54,7 @@ fn cluster_worker_child() {
         let mut worker = Worker::new(db.clone(), safesync::queue::cluster(&seeds).unwrap())
             .concurrency(4)
             .block(Duration::from_secs(2))
-            .claim_idle(Duration::from_secs(3));
+            .claim_idle(Duration::from_secs(claim_idle));
         for stream in streams.split(',') {
             worker = worker.handle(Bill {
                 stream: leak(stream),
@@ -67,6 +74,17 @@ fn cluster_worker_child() {
         stop.cancel();
         let summary = run.await.unwrap().unwrap();
         eprintln!("worker {}: {summary:?}", std::process::id());
+        db.execute_with(
+            "INSERT INTO cluster_summary (pid, acked, duplicates, claimed) VALUES (?, ?, ?, ?)",
+            (
+                i64::from(std::process::id()),
+                i64::try_from(summary.acked).unwrap(),
+                i64::try_from(summary.duplicates).unwrap(),
+                i64::try_from(summary.claimed).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
         db.close().await;
     });
 }
@@ -77,6 +95,8 @@ async fn setup(backend: Backend) -> common::TestDb {
     t.exec("CREATE TABLE orders (id BIGINT PRIMARY KEY, hits BIGINT NOT NULL, version BIGINT NOT NULL)")
         .await;
     t.exec("CREATE TABLE cluster_stop (id BIGINT PRIMARY KEY)")
+        .await;
+    t.exec("CREATE TABLE cluster_summary (pid BIGINT PRIMARY KEY, acked BIGINT NOT NULL, duplicates BIGINT NOT NULL, claimed BIGINT NOT NULL)")
         .await;
     safesync::queue::ensure_ledger(&t.db).await.unwrap();
     let mut tx = t.db.begin().await.unwrap();
@@ -187,6 +207,19 @@ impl Tally {
     }
 }
 
+/// The worker processes' summed `acked`, `duplicates` and `claimed`.
+async fn worker_counts(db: &Db) -> (i64, i64, i64) {
+    let sum = async |column: &str| -> i64 {
+        let sql = format!("SELECT {column} FROM cluster_summary");
+        db.fetch_all::<i64>(&sql, ()).await.unwrap().iter().sum()
+    };
+    (
+        sum("acked").await,
+        sum("duplicates").await,
+        sum("claimed").await,
+    )
+}
+
 /// 2,000 messages over 4 streams on different masters, 3 worker
 /// processes; with `kill`, the master of the first stream gets SIGKILL
 /// after a third of the messages.
@@ -201,7 +234,10 @@ async fn consume_on_the_cluster(backend: Backend, kill: bool) {
     create_groups(&redis, &streams).await;
 
     let ports: Vec<String> = cluster.ports.iter().map(u16::to_string).collect();
-    let spec = format!("{};{}", ports.join(","), streams.join(","));
+    // Without a kill nothing stays pending for long: a claim (after 30 s)
+    // would mean an acknowledgement was lost.
+    let claim_idle = if kill { 3 } else { 30 };
+    let spec = format!("{};{};{claim_idle}", ports.join(","), streams.join(","));
     let namespace = t.namespace().to_owned();
     let workers = tokio::spawn(async move {
         common::processes::run(
@@ -256,6 +292,10 @@ async fn consume_on_the_cluster(backend: Backend, kill: bool) {
     workers.await.unwrap();
 
     let tally = Tally::of(&t.db, &sent).await;
+    let (acked, duplicates, claimed) = worker_counts(&t.db).await;
+    println!(
+        "workers: acked {acked}, claimed {claimed}, redeliveries the ledger recognised {duplicates}"
+    );
     println!(
         "cluster run ({}, kill: {kill}): sent {}, delivered {}, lost to asynchronous \
          replication {}, sends that failed {} (of which applied anyway: {}), applied twice {}",
@@ -285,6 +325,9 @@ async fn consume_on_the_cluster(backend: Backend, kill: bool) {
         assert!(after > 0, "messages were sent after the failover");
     } else {
         assert_eq!((tally.delivered, tally.lost, tally.unsent), (2000, 0, 0));
+        // Every entry acknowledged once: no ack was refused (a pipeline of
+        // acks over two slots is, on a cluster) and nothing came twice.
+        assert_eq!((acked, duplicates, claimed), (2000, 0, 0));
     }
     t.cleanup().await;
     drop(cluster);
@@ -341,6 +384,44 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Stops the worker: each blocked read is unblocked on the node it is
+/// blocked on, so each master runs as many `CLIENT UNBLOCK`s as it had
+/// blocked clients (one sent elsewhere would find no such client, or
+/// another one), and the stop does not wait out the 30 s `BLOCK`.
+async fn stop_unblocking_on_each_node(
+    cluster: &Cluster,
+    stop: &CancellationToken,
+    run: tokio::task::JoinHandle<Result<safesync::Summary, Error>>,
+) -> safesync::Summary {
+    let masters = cluster.masters();
+    let blocked: Vec<u64> = masters
+        .iter()
+        .map(|p| cluster::info_number(*p, "clients", "blocked_clients"))
+        .collect();
+    assert!(blocked.iter().sum::<u64>() >= 2, "{blocked:?}");
+    for p in &masters {
+        cluster::cli(*p, &["CONFIG", "RESETSTAT"]);
+    }
+    let stopping = Instant::now();
+    stop.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the blocking reads waited out their BLOCK: {:?}",
+        stopping.elapsed()
+    );
+    let unblocks: Vec<u64> = masters.iter().map(|p| cluster::unblock_calls(*p)).collect();
+    assert_eq!(
+        unblocks, blocked,
+        "CLIENT UNBLOCKs per master (ports {masters:?}) against the reads blocked there"
+    );
+    summary
 }
 
 /// One worker on two streams of two masters: a failing message is
@@ -418,18 +499,7 @@ async fn dead_letters_replay_and_health_on_the_cluster(backend: Backend) {
         assert_eq!((h.pending, h.lag), (0, Some(0)), "{s}");
     }
 
-    let stopping = Instant::now();
-    stop.cancel();
-    let summary = tokio::time::timeout(Duration::from_secs(20), run)
-        .await
-        .expect("the worker stops")
-        .unwrap()
-        .unwrap();
-    assert!(
-        stopping.elapsed() < Duration::from_secs(10),
-        "the blocking reads waited out their BLOCK: {:?}",
-        stopping.elapsed()
-    );
+    let summary = stop_unblocking_on_each_node(&cluster, &stop, run).await;
     assert_eq!(summary.dead_lettered, 1, "{summary:?}");
     let twice: i64 =
         t.db.fetch_one("SELECT COUNT(*) FROM orders WHERE hits > 1", ())
@@ -439,8 +509,46 @@ async fn dead_letters_replay_and_health_on_the_cluster(backend: Backend) {
     t.cleanup().await;
 }
 
+/// The outbox relay on the cluster: rows for two streams on two masters
+/// are sent once each (its dedup script's keys are in each stream's slot),
+/// and a second pass sends nothing.
+async fn the_outbox_relay_sends_to_streams_on_different_masters(backend: Backend) {
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let streams = cluster.names_on_masters(&common::unique("cl_outbox"), 2);
+    let redis = cluster.redis();
+    let t = common::TestDb::new(backend).await;
+    safesync::queue::ensure_outbox(&t.db).await.unwrap();
+    let mut tx = t.db.begin().await.unwrap();
+    for (i, s) in streams.iter().enumerate() {
+        let stream: Stream<OrderPlaced> = Stream::new(leak(s));
+        for n in 1..=5 {
+            let order_id = i64::try_from(i).unwrap() * 10 + n;
+            stream
+                .send_in(&mut tx, &OrderPlaced { order_id })
+                .await
+                .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let relay = safesync::Relay::new(t.db.clone(), redis.clone());
+    assert_eq!(relay.run_once().await.unwrap().sent, 10);
+    assert_eq!(relay.run_once().await.unwrap().sent, 0);
+    let client = redis.cluster_client().unwrap();
+    let mut c = client.get_async_connection().await.unwrap();
+    for s in &streams {
+        let n: u64 = safesync::redis::cmd("XLEN")
+            .arg(s)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 5, "{s}");
+    }
+    t.cleanup().await;
+}
+
 on_servers!(
     every_effect_once_with_three_worker_processes,
     a_master_killed_mid_run_fails_over_and_nothing_is_applied_twice,
     dead_letters_replay_and_health_on_the_cluster,
+    the_outbox_relay_sends_to_streams_on_different_masters,
 );

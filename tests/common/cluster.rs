@@ -38,6 +38,25 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The number `field` in `INFO <section>` of node `port`.
+pub fn info_number(port: u16, section: &str, field: &str) -> u64 {
+    let info = cli(port, &["INFO", section]);
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section} of {port}: {info}"))
+        .parse()
+        .unwrap()
+}
+
+/// How many `CLIENT UNBLOCK`s node `port` ran since its last
+/// `CONFIG RESETSTAT` (`INFO commandstats`).
+pub fn unblock_calls(port: u16) -> u64 {
+    cli(port, &["INFO", "commandstats"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cmdstat_client|unblock:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
 impl Cluster {
     pub fn start() -> Cluster {
         let mut ports = Vec::new();
