@@ -546,6 +546,23 @@ async fn the_outbox_relay_sends_to_streams_on_different_masters(backend: Backend
     t.cleanup().await;
 }
 
+/// SQLite too, for the runs with three worker processes (each process
+/// its own pool on the file).
+mod sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn every_effect_once_with_three_worker_processes() {
+        super::every_effect_once_with_three_worker_processes(super::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_master_killed_mid_run_fails_over_and_nothing_is_applied_twice() {
+        super::a_master_killed_mid_run_fails_over_and_nothing_is_applied_twice(
+            super::Backend::Sqlite,
+        )
+        .await;
+    }
+}
+
 on_servers!(
     every_effect_once_with_three_worker_processes,
     a_master_killed_mid_run_fails_over_and_nothing_is_applied_twice,
