@@ -188,7 +188,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // accepts only `LineAdded`.
     let billing = add_line.on(format!("{env}.orders"), "billing");
     let stream = billing.stream();
-    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let mut conn = safesync::redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
     let _: () = safesync::redis::cmd("DEL")
         .arg(stream.name())
         .arg(safesync::queue::dead_letter_key(stream.name(), "billing"))

@@ -417,7 +417,7 @@ pub use safesync_core::__private::prometheus;
 ///     Ok(())
 /// }
 ///
-/// # async fn demo(db: Db, redis: safesync::redis::Client) -> Result<(), Error> {
+/// # async fn demo(db: Db, redis: safesync::queue::Redis) -> Result<(), Error> {
 /// bill::stream().send(&redis, &OrderPlaced { order_id: 7 }).await?; // only `OrderPlaced` compiles
 /// safesync::Worker::new(db, redis)
 ///     .handle(bill)

@@ -29,7 +29,7 @@ fn redis_url() -> String {
 }
 
 fn client() -> redis::Client {
-    safesync::queue::client(&redis_url()).unwrap()
+    redis::Client::open(redis_url()).unwrap()
 }
 
 async fn conn() -> MultiplexedConnection {

@@ -18,7 +18,7 @@ use safesync::queue::FailedDelivery;
 use safesync::redis;
 use safesync::{CancellationToken, Handler, Stream, Summary, Worker};
 
-fn redis_client() -> redis::Client {
+fn redis_client() -> safesync::queue::Redis {
     let url =
         std::env::var("SAFESYNC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     safesync::queue::client(&url).unwrap()
@@ -237,7 +237,7 @@ on_every_backend!(
 async fn a_group_without_failures_has_no_last_error() {
     let stream = unique_stream("failures-none");
     let redis = redis_client();
-    let mut c = redis.get_multiplexed_async_connection().await.unwrap();
+    let mut c = common::queue::conn().await;
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)

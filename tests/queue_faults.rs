@@ -116,7 +116,7 @@ fn queue_worker_process() {
 /// Waits until the group `billing` of `stream` was handed `at_least`
 /// entries (`XINFO GROUPS`' `entries-read`, Redis 7).
 async fn wait_for_delivered(stream: &str, at_least: i64, limit: Duration) {
-    let client = safesync::queue::client(&redis_url()).unwrap();
+    let client = safesync::redis::Client::open(redis_url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let start = Instant::now();
     loop {

@@ -21,7 +21,11 @@ async fn idle_consumers_are_removed_only_when_nothing_is_pending() {
     let url = redis_url();
     let stream = common::unique("q_idle");
     let client = safesync::queue::client(&url).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&stream)
@@ -118,7 +122,11 @@ async fn the_worker_removes_idle_consumers_and_refreshes_health_gauges(backend: 
     let stream = common::unique("q_house");
     let t = setup(backend, &stream, &redis_url()).await;
     let client = safesync::queue::client(&redis_url()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&stream)

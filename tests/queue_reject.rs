@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use common::{Backend, TestDb};
 use safesync::__private::BoxFuture;
 use safesync::prelude::*;
-use safesync::redis;
 use safesync::{CancellationToken, Handler, PlainHandler, Stream, Summary, Worker};
 
-fn redis_client() -> redis::Client {
+fn redis_client() -> safesync::queue::Redis {
     let url =
         std::env::var("SAFESYNC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     safesync::queue::client(&url).unwrap()

@@ -77,7 +77,7 @@ fn unique_stream(prefix: &str) -> &'static str {
 }
 
 async fn conn(url: &str) -> MultiplexedConnection {
-    safesync::queue::client(url)
+    safesync::redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await

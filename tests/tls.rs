@@ -131,7 +131,7 @@ async fn wrong_ca_is_refused(url: &str, target: &str) {
 
 /// The worker consumes one message from TLS Redis into `db` (itself over
 /// TLS), exactly once.
-async fn worker_over_tls(db: &Db, redis: &safesync::redis::Client) {
+async fn worker_over_tls(db: &Db, redis: &safesync::queue::Redis) {
     db.execute("INSERT INTO tls_orders (id, status, version) VALUES (7, 'new', 0)")
         .await
         .unwrap();
@@ -234,7 +234,12 @@ async fn redis_with_its_ca_and_a_wrong_ca() {
         .await
         .unwrap();
     // The client serves the program's own connections too.
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = client
+        .node_client()
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let length: u64 = safesync::redis::cmd("XLEN")
         .arg("tls-check")
         .query_async(&mut conn)

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use safesync_core::{Error, Result};
-use safesync_queue::{DeadLetter, Health, redis::Client};
+use safesync_queue::{DeadLetter, Health, Redis};
 use serde_json::{Value, json};
 
 use crate::Output;
@@ -32,7 +32,7 @@ pub(crate) async fn queue(cmd: &QueueCommand) -> Result<Output> {
     }
 }
 
-async fn health(redis: &Client, stream: &str, group: Option<&str>) -> Result<Output> {
+async fn health(redis: &Redis, stream: &str, group: Option<&str>) -> Result<Output> {
     let groups = match group {
         Some(g) => vec![g.to_owned()],
         None => safesync_queue::groups(redis, stream).await?,
@@ -120,7 +120,7 @@ fn health_json(group: &str, h: &Health) -> Value {
     })
 }
 
-async fn pending(redis: &Client, at: &GroupArgs, limit: usize) -> Result<Output> {
+async fn pending(redis: &Redis, at: &GroupArgs, limit: usize) -> Result<Output> {
     let entries = safesync_queue::pending_entries(redis, &at.stream, &at.group, limit).await?;
     let mut t = Table::new(&["ID", "CONSUMER", "IDLE", "DELIVERIES"]);
     for e in &entries {
@@ -211,7 +211,7 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
 /// or the group. Asked when a group has no dead letters, so that a
 /// mistyped name is an error rather than an empty list (a group that was
 /// deleted but still has dead letters lists them).
-async fn group_exists(redis: &Client, at: &GroupArgs) -> Result<()> {
+async fn group_exists(redis: &Redis, at: &GroupArgs) -> Result<()> {
     if safesync_queue::groups(redis, &at.stream)
         .await?
         .contains(&at.group)

@@ -77,7 +77,7 @@ fn safesync(args: &[&str]) -> Run {
 }
 
 async fn conn() -> MultiplexedConnection {
-    safesync::queue::client(&redis_url())
+    redis::Client::open(redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use redis::{Client, RedisError, Value};
+use redis::{RedisError, Value};
+
+use crate::handle::Redis;
 use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
@@ -76,7 +78,7 @@ fn is_no_such_key(e: &RedisError) -> bool {
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn groups(redis: &Client, stream: &str) -> Result<Vec<String>> {
+pub async fn groups(redis: &Redis, stream: &str) -> Result<Vec<String>> {
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let reply: Value = match redis::cmd("XINFO")
         .arg("GROUPS")
@@ -113,7 +115,7 @@ pub async fn groups(redis: &Client, stream: &str) -> Result<Vec<String>> {
 /// # Ok(()) }
 /// ```
 pub async fn pending_entries(
-    redis: &Client,
+    redis: &Redis,
     stream: &str,
     group: &str,
     limit: usize,
@@ -191,12 +193,7 @@ fn parse_pending(page: Value) -> Option<Vec<PendingEntry>> {
 /// println!("{}: {:?}", dead.reason, dead.data().map(String::from_utf8_lossy));
 /// # Ok(()) }
 /// ```
-pub async fn dead_letter(
-    redis: &Client,
-    stream: &str,
-    group: &str,
-    id: &str,
-) -> Result<DeadLetter> {
+pub async fn dead_letter(redis: &Redis, stream: &str, group: &str, id: &str) -> Result<DeadLetter> {
     crate::dead_letters(redis, stream, group)
         .await?
         .into_iter()
@@ -222,7 +219,7 @@ pub async fn dead_letter(
 /// println!("purged {purged}");
 /// # Ok(()) }
 /// ```
-pub async fn purge_dead_letters(redis: &Client, stream: &str, group: &str) -> Result<u64> {
+pub async fn purge_dead_letters(redis: &Redis, stream: &str, group: &str) -> Result<u64> {
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let own_key = dead_letter_key(stream, group);
     let legacy_key = legacy_dead_letter_key(stream);

@@ -9,6 +9,8 @@ use safesync_core::__private::redact_url;
 use safesync_core::{Error, Result};
 use tokio::sync::Mutex;
 
+use crate::handle::{Conn, Redis, addr_of};
+
 /// How long opening a connection may take.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an ordinary (non-blocking) command may take.
@@ -33,10 +35,10 @@ pub(crate) const READ_MARGIN: Duration = Duration::from_secs(3);
 /// assert!(err.to_string().contains("http://user:***@host"), "{err}");
 /// # Ok::<_, safesync_core::Error>(())
 /// ```
-pub fn client(url: &str) -> Result<Client> {
+pub fn client(url: &str) -> Result<Redis> {
     #[cfg(feature = "tls")]
     crate::tls::install_crypto_provider();
-    Client::open(url).map_err(|e| {
+    Client::open(url).map(Redis::from).map_err(|e| {
         let redacted = redact_url(url);
         Error::Config(format!(
             "cannot use Redis URL `{redacted}`: {}; expected \
@@ -44,11 +46,6 @@ pub fn client(url: &str) -> Result<Client> {
             e.to_string().replace(url, &redacted)
         ))
     })
-}
-
-/// `host:port` of the client, for messages.
-pub(crate) fn addr(client: &Client) -> String {
-    client.get_connection_info().addr.to_string()
 }
 
 /// Wraps a client error with what was being done.
@@ -83,7 +80,7 @@ pub(crate) fn as_redis_error(err: &Error) -> Option<&RedisError> {
 }
 
 /// TCP keepalive on: a dead peer or a half-open connection is noticed.
-fn tcp_settings() -> TcpSettings {
+pub(crate) fn tcp_settings() -> TcpSettings {
     let keepalive = TcpKeepalive::new().with_time(Duration::from_secs(30));
     #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos"))]
     let keepalive = keepalive
@@ -101,14 +98,14 @@ pub(crate) fn client_name(name: &str) -> String {
         .collect()
 }
 
-/// [`connect`], then names the connection (`CLIENT SETNAME`, best effort)
-/// so that `CLIENT LIST` tells whose it is.
+/// [`connect_node`], then names the connection (`CLIENT SETNAME`, best
+/// effort) so that `CLIENT LIST` tells whose it is.
 pub(crate) async fn connect_named(
     client: &Client,
     response_timeout: Duration,
     name: &str,
 ) -> Result<MultiplexedConnection> {
-    let mut conn = connect(client, response_timeout).await?;
+    let mut conn = connect_node(client, response_timeout).await?;
     let _ = redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg(client_name(name))
@@ -117,9 +114,28 @@ pub(crate) async fn connect_named(
     Ok(conn)
 }
 
-/// Opens a new multiplexed connection whose commands fail after
-/// `response_timeout`, with TCP keepalive on.
-pub(crate) async fn connect(
+/// A connection to `redis`: to a single node, a new one whose commands
+/// fail after `response_timeout`; to a cluster, its shared one.
+pub(crate) async fn connect(redis: &Redis, response_timeout: Duration) -> Result<Conn> {
+    redis.connection(response_timeout).await
+}
+
+/// [`connect`], named (`CLIENT SETNAME`) on a single node; a cluster's
+/// shared connection is not named.
+async fn connect_redis_named(
+    redis: &Redis,
+    response_timeout: Duration,
+    name: &str,
+) -> Result<Conn> {
+    match redis.node_client() {
+        Some(c) => Ok(Conn::Node(connect_named(c, response_timeout, name).await?)),
+        None => connect(redis, response_timeout).await,
+    }
+}
+
+/// Opens a new multiplexed connection to one node whose commands fail
+/// after `response_timeout`, with TCP keepalive on.
+pub(crate) async fn connect_node(
     client: &Client,
     response_timeout: Duration,
 ) -> Result<MultiplexedConnection> {
@@ -139,9 +155,9 @@ pub(crate) async fn connect(
     .await
     {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(connect_error(client, e)),
+        Ok(Err(e)) => Err(connect_error(&addr_of(client), e)),
         Err(_) => Err(Error::Redis {
-            op: format!("connect to {}", addr(client)),
+            op: format!("connect to {}", addr_of(client)),
             source: format!("no answer within {limit:?}").into(),
         }),
     }
@@ -149,46 +165,51 @@ pub(crate) async fn connect(
 
 /// [`Error::TlsNotTrusted`] when the server's certificate was refused,
 /// otherwise [`Error::Redis`].
-fn connect_error(client: &Client, e: RedisError) -> Error {
+pub(crate) fn connect_error(addr: &str, e: RedisError) -> Error {
     #[cfg(feature = "tls")]
     if let Some(reason) = safesync_core::__private::not_trusted(&e) {
         return Error::TlsNotTrusted {
-            target: format!("Redis at {}", addr(client)),
+            target: format!("Redis at {addr}"),
             reason,
             source: Box::new(e),
         };
     }
-    redis_err(format!("connect to {}", addr(client)), e)
+    redis_err(format!("connect to {addr}"), e)
 }
 
 /// A shared connection for ordinary commands (acks, claims, dead letters),
 /// opened again after it broke.
 pub(crate) struct SideConn {
-    client: Client,
+    redis: Redis,
     name: String,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    conn: Mutex<Option<Conn>>,
 }
 
 impl SideConn {
     /// Connects now, so a bad address fails at once.
-    pub(crate) async fn connect(client: &Client, name: String) -> Result<SideConn> {
-        let conn = connect_named(client, COMMAND_TIMEOUT, &name).await?;
+    pub(crate) async fn connect(redis: &Redis, name: String) -> Result<SideConn> {
+        let conn = connect_redis_named(redis, COMMAND_TIMEOUT, &name).await?;
         Ok(SideConn {
-            client: client.clone(),
+            redis: redis.clone(),
             name,
             conn: Mutex::new(Some(conn)),
         })
     }
 
     /// The connection, opened again when the last one broke.
-    pub(crate) async fn get(&self) -> Result<MultiplexedConnection> {
+    pub(crate) async fn get(&self) -> Result<Conn> {
         let mut slot = self.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let conn = connect_named(&self.client, COMMAND_TIMEOUT, &self.name).await?;
+        let conn = connect_redis_named(&self.redis, COMMAND_TIMEOUT, &self.name).await?;
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// True on a Redis Cluster: a pipeline must keep to one hash slot.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.redis.is_cluster()
     }
 
     /// Runs one command; `op` names it in the error.

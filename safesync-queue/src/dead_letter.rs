@@ -2,13 +2,14 @@
 //! failing on, moved to that group's `{<stream>}:dead:<group>` with the
 //! reason, and how to replay them to that group alone.
 
-use redis::aio::MultiplexedConnection;
-use redis::{Client, Value};
+use redis::Value;
+
+use crate::handle::{Conn, Redis};
 use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
 use crate::entry::{self, Entry};
-use crate::keys::{dead_letter_key, legacy_dead_letter_key, replay_key};
+use crate::keys::{self, dead_letter_key, legacy_dead_letter_key, replay_key};
 
 /// Field of a dead letter: why the entry was moved.
 const REASON: &str = "dead_reason";
@@ -106,7 +107,7 @@ impl DeadLetter {
 }
 
 /// Every entry of `key`, oldest first, read in pages.
-pub(crate) async fn all_entries(c: &mut MultiplexedConnection, key: &str) -> Result<Vec<Entry>> {
+pub(crate) async fn all_entries(c: &mut Conn, key: &str) -> Result<Vec<Entry>> {
     const PAGE: usize = 500;
     let mut out = Vec::new();
     let mut start = "-".to_owned();
@@ -146,7 +147,7 @@ pub(crate) async fn all_entries(c: &mut MultiplexedConnection, key: &str) -> Res
 /// println!("{} dead letters", dead.len());
 /// # Ok(()) }
 /// ```
-pub async fn dead_letters(redis: &Client, stream: &str, group: &str) -> Result<Vec<DeadLetter>> {
+pub async fn dead_letters(redis: &Redis, stream: &str, group: &str) -> Result<Vec<DeadLetter>> {
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let legacy = all_entries(&mut c, &legacy_dead_letter_key(stream)).await?;
     let own = all_entries(&mut c, &dead_letter_key(stream, group)).await?;
@@ -160,7 +161,7 @@ pub async fn dead_letters(redis: &Client, stream: &str, group: &str) -> Result<V
 
 /// The dead letter `id` of `group`: where it is, and the entry.
 async fn find(
-    c: &mut MultiplexedConnection,
+    c: &mut Conn,
     stream: &str,
     group: &str,
     id: &str,
@@ -212,7 +213,7 @@ async fn find(
 /// # Ok(()) }
 /// ```
 pub async fn replay_dead_letter(
-    redis: &Client,
+    redis: &Redis,
     stream: &str,
     group: &str,
     id: &str,
@@ -241,20 +242,35 @@ pub async fn replay_dead_letter(
         });
     }
     let to = replay_key(stream, group);
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let add = pipe.cmd("XADD").arg(&to).arg("*");
+    let mut add = redis::cmd("XADD");
+    add.arg(&to).arg("*");
     for (k, v) in &original {
         add.arg(k.as_slice()).arg(v.as_slice());
     }
     if entry::is_entry_id(&original_id) {
         add.arg(REPLAY_OF).arg(&original_id);
     }
-    pipe.cmd("XDEL").arg(&key).arg(id);
-    let (new_id, _deleted): (String, i64) = pipe
-        .query_async(&mut c)
-        .await
-        .map_err(|e| conn::redis_err(format!("replay of {id} from `{key}` to `{to}`"), e))?;
+    let mut del = redis::cmd("XDEL");
+    del.arg(&key).arg(id);
+    let failed = |e| conn::redis_err(format!("replay of {id} from `{key}` to `{to}`"), e);
+    // In one transaction, unless a cluster holds the two keys in different
+    // slots (a dead letter of the older shared key `<stream>:dead`, which a
+    // cluster never had written to): then the add comes first, so a
+    // failure in between leaves a copy, never nothing.
+    let new_id: String = if !redis.is_cluster() || keys::slot(&key) == keys::slot(&to) {
+        let (new_id, _deleted): (String, i64) = redis::pipe()
+            .atomic()
+            .add_command(add)
+            .add_command(del)
+            .query_async(&mut c)
+            .await
+            .map_err(failed)?;
+        new_id
+    } else {
+        let new_id = add.query_async(&mut c).await.map_err(failed)?;
+        let _deleted: i64 = del.query_async(&mut c).await.map_err(failed)?;
+        new_id
+    };
     Ok(new_id)
 }
 

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis::{Client, Value};
+use redis::Value;
+
+use crate::handle::{Conn, Redis};
 use safesync_core::{Error, Result};
 
 use crate::conn::{self, COMMAND_TIMEOUT};
@@ -59,7 +61,7 @@ pub struct ConsumerHealth {
 
 /// The replies of `health`'s pipeline: three lengths, the consumers, the
 /// last-error hash.
-type Replies = (u64, u64, u64, Value, HashMap<String, String>);
+type Replies = (u64, u64, Value, HashMap<String, String>);
 
 /// Reads the health of `group` on `stream`.
 ///
@@ -82,7 +84,7 @@ type Replies = (u64, u64, u64, Value, HashMap<String, String>);
 /// }
 /// # Ok(()) }
 /// ```
-pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health> {
+pub async fn health(redis: &Redis, stream: &str, group: &str) -> Result<Health> {
     let mut c = conn::connect(redis, COMMAND_TIMEOUT).await?;
     let op = |what: &str| format!("{what} on `{stream}`");
     let groups: Value = match redis::cmd("XINFO")
@@ -116,13 +118,13 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
     let count = |v: Option<&Value>| v.and_then(int).and_then(|i| u64::try_from(i).ok());
     let pending = count(get(&info, "pending")).unwrap_or(0);
 
-    let (length, dead_letters, legacy_dead_letters, consumers, last_error): Replies = redis::pipe()
+    // Keys of the stream's slot only (a cluster refuses a pipeline over
+    // two); the older shared dead-letter key is in a slot of its own.
+    let (length, dead_letters, consumers, last_error): Replies = redis::pipe()
         .cmd("XLEN")
         .arg(stream)
         .cmd("XLEN")
         .arg(dead_letter_key(stream, group))
-        .cmd("XLEN")
-        .arg(legacy_dead_letter_key(stream))
         .cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)
@@ -132,6 +134,12 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
         .query_async(&mut c)
         .await
         .map_err(|e| conn::redis_err(op("XLEN/XINFO CONSUMERS/HGETALL"), e))?;
+    let legacy_key = legacy_dead_letter_key(stream);
+    let legacy_dead_letters: u64 = redis::cmd("XLEN")
+        .arg(&legacy_key)
+        .query_async(&mut c)
+        .await
+        .map_err(|e| conn::redis_err(format!("XLEN on `{legacy_key}`"), e))?;
 
     let oldest_pending_idle = if pending == 0 {
         None
@@ -181,11 +189,7 @@ pub async fn health(redis: &Client, stream: &str, group: &str) -> Result<Health>
 /// t - + 100` lists only entries idle at least `t` ms, so asking again
 /// above the longest seen ends, in a few rounds, with the longest of all
 /// (at most 32 rounds; Redis scans the pending list for each).
-async fn longest_idle(
-    c: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    group: &str,
-) -> Result<Option<Duration>> {
+async fn longest_idle(c: &mut Conn, stream: &str, group: &str) -> Result<Option<Duration>> {
     let mut longest = None;
     let mut at_least = 0;
     for _ in 0..32 {
@@ -236,7 +240,7 @@ fn max_idle_ms(page: Value) -> Option<u64> {
 /// # Ok(()) }
 /// ```
 pub async fn remove_idle_consumers(
-    redis: &Client,
+    redis: &Redis,
     stream: &str,
     group: &str,
     idle_longer_than: Duration,
@@ -247,7 +251,7 @@ pub async fn remove_idle_consumers(
 /// [`remove_idle_consumers`], sparing the consumer named `except` (a
 /// worker's own, idle between its reads but alive).
 pub(crate) async fn remove_idle_consumers_except(
-    redis: &Client,
+    redis: &Redis,
     stream: &str,
     group: &str,
     idle_longer_than: Duration,

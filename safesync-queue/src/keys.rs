@@ -8,8 +8,11 @@
 //! | `{orders}:dead:<group>` | the entries `<group>` gave up on ([`dead_letters`](crate::dead_letters)) |
 //! | `{orders}:replay:<group>` | dead letters replayed to `<group>` alone ([`replay_dead_letter`](crate::replay_dead_letter)); read only by that group's workers |
 //! | `{orders}:last-error:<group>` | a small hash: `<group>`'s last failed delivery (id, delivery, reason, consumer), read by [`health`](crate::health) |
-//! | `orders:dead` | before per-group dead letters: every group's, still listed and replayable |
+//! | `orders:dead` | before per-group dead letters: every group's, still listed and replayable (not in the stream's slot: on a cluster its replay adds, then deletes, outside a transaction; safesync never writes it) |
 //! | `{orders}:outbox:<row id>.<nonce>` | the entry id a [`Relay`](crate::Relay) added for an outbox row, so a resend of that row adds nothing (expires after the relay's `dedup_ttl`) |
+//!
+//! On a Redis Cluster each stream's keys live on the master that owns its
+//! slot; different streams spread over the masters by their names.
 //!
 //! A stream with a hash tag keeps it: `{tenant1}:orders` has
 //! `{tenant1}:orders:dead:<group>`. (A name with a `}` but no non-empty
@@ -112,27 +115,27 @@ pub(crate) fn own_keys(stream: &str, group: &str) -> [(String, &'static str); 4]
     ]
 }
 
+/// The slot Redis Cluster gives `key` (CRC16/XMODEM of the hashed part,
+/// mod 16384).
+pub(crate) fn slot(key: &str) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in hashed.as_bytes() {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 == 0 {
+                crc << 1
+            } else {
+                (crc << 1) ^ 0x1021
+            };
+        }
+    }
+    crc % 16384
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The slot Redis Cluster gives `key` (CRC16/XMODEM of the hashed part,
-    /// mod 16384).
-    fn slot(key: &str) -> u16 {
-        let hashed = hash_tag(key).unwrap_or(key);
-        let mut crc: u16 = 0;
-        for &b in hashed.as_bytes() {
-            crc ^= u16::from(b) << 8;
-            for _ in 0..8 {
-                crc = if crc & 0x8000 == 0 {
-                    crc << 1
-                } else {
-                    (crc << 1) ^ 0x1021
-                };
-            }
-        }
-        crc % 16384
-    }
 
     #[test]
     fn the_slot_function_matches_redis() {

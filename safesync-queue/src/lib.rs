@@ -69,6 +69,7 @@ mod admin;
 mod conn;
 mod dead_letter;
 mod entry;
+mod handle;
 mod handler;
 mod health;
 mod keys;
@@ -86,6 +87,7 @@ mod worker;
 pub use admin::{PendingEntry, dead_letter, groups, pending_entries, purge_dead_letters};
 pub use conn::client;
 pub use dead_letter::{DeadLetter, dead_letters, replay_dead_letter};
+pub use handle::{Redis, cluster};
 pub use handler::{Handler, IntoHandler, PlainHandler, kind};
 pub use health::{ConsumerHealth, Health, health, remove_idle_consumers};
 pub use keys::{dead_letter_key, replay_key};
@@ -96,11 +98,11 @@ pub use relay::{Relay, RelaySummary};
 pub use routed::Routed;
 pub use stream::{DATA_FIELD, SendOptions, Stream};
 #[cfg(feature = "tls")]
-pub use tls::client_tls;
+pub use tls::{client_tls, cluster_tls};
 pub use worker::{FailedDelivery, Summary, Worker};
 
-/// The redis crate the queue is built on, for the [`redis::Client`] its
-/// calls take.
+/// The redis crate the queue is built on: a [`redis::Client`] converts
+/// into a [`Redis`].
 pub use redis;
 /// Stops a [`Worker::run`] when cancelled.
 pub use tokio_util::sync::CancellationToken;

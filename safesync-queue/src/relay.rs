@@ -35,8 +35,7 @@
 
 use std::time::Duration;
 
-use redis::Client;
-use redis::aio::MultiplexedConnection;
+use crate::handle::{Conn, Redis};
 use safesync_core::__private::Backoff;
 use safesync_core::__private::outbox::{self, OutboxRow};
 use safesync_core::{Db, Result};
@@ -107,7 +106,7 @@ const RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_s
 #[derive(Debug, Clone)]
 pub struct Relay {
     db: Db,
-    redis: Client,
+    redis: Redis,
     batch: usize,
     poll: Duration,
     dedup_ttl: Duration,
@@ -137,10 +136,10 @@ impl Relay {
     /// let relay = safesync_queue::Relay::new(db, redis);
     /// # let _ = relay; Ok(()) }
     /// ```
-    pub fn new(db: Db, redis: Client) -> Relay {
+    pub fn new(db: Db, redis: impl Into<Redis>) -> Relay {
         Relay {
             db,
-            redis,
+            redis: redis.into(),
             batch: 100,
             poll: Duration::from_millis(100),
             dedup_ttl: Duration::from_secs(24 * 3600),
@@ -281,11 +280,7 @@ impl Relay {
 
     /// Sends every stream's committed rows; returns how many rows it
     /// handled.
-    async fn pass(
-        &self,
-        conn: &mut Option<MultiplexedConnection>,
-        summary: &mut RelaySummary,
-    ) -> Result<u64> {
+    async fn pass(&self, conn: &mut Option<Conn>, summary: &mut RelaySummary) -> Result<u64> {
         let streams = outbox::streams(&self.db).await?;
         let mut handled = 0;
         for stream in &streams {
@@ -306,7 +301,7 @@ impl Relay {
     async fn batch_of(
         &self,
         stream: &str,
-        conn: &mut Option<MultiplexedConnection>,
+        conn: &mut Option<Conn>,
         summary: &mut RelaySummary,
     ) -> Result<usize> {
         let mut tx = self.db.begin().await?;

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use redis::Client;
+use crate::handle::Redis;
 use redis::aio::ConnectionLike;
 use safesync_core::{Error, Result, Tx};
 
@@ -156,7 +156,7 @@ impl<T: serde::Serialize> Stream<T> {
     /// # let _ = id;
     /// # Ok(()) }
     /// ```
-    pub async fn send(&self, redis: &Client, msg: &T) -> Result<String> {
+    pub async fn send(&self, redis: &Redis, msg: &T) -> Result<String> {
         self.send_with(redis, msg, &SendOptions::default()).await
     }
 
@@ -173,12 +173,7 @@ impl<T: serde::Serialize> Stream<T> {
     /// orders.send_with(&redis, &OrderPlaced { order_id: 7 }, &opts).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn send_with(
-        &self,
-        redis: &Client,
-        msg: &T,
-        options: &SendOptions,
-    ) -> Result<String> {
+    pub async fn send_with(&self, redis: &Redis, msg: &T, options: &SendOptions) -> Result<String> {
         let mut conn = conn::connect(redis, COMMAND_TIMEOUT).await?;
         self.send_on(&mut conn, msg, options).await
     }
@@ -228,14 +223,16 @@ impl<T: serde::Serialize> Stream<T> {
     }
 
     /// [`Stream::send_with`] on a connection of yours (a
-    /// `MultiplexedConnection` is cheap to clone and share).
+    /// `MultiplexedConnection`, or a cluster's `ClusterConnection`: cheap
+    /// to clone and share).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), safesync_core::Error> {
     /// # #[derive(serde::Serialize)] struct OrderPlaced { order_id: i64 }
     /// use safesync_queue::{SendOptions, Stream};
     ///
-    /// let redis = safesync_queue::client("redis://127.0.0.1:6379")?;
+    /// let redis = safesync_queue::redis::Client::open("redis://127.0.0.1:6379")
+    ///     .map_err(|e| safesync_core::Error::Config(e.to_string()))?;
     /// let mut conn = redis
     ///     .get_multiplexed_async_connection()
     ///     .await

@@ -19,6 +19,8 @@ use rustls::pki_types::pem::PemObject;
 use safesync_core::__private::redact_url;
 use safesync_core::{Error, Result};
 
+use crate::handle::Redis;
+
 /// A Redis client for a `rediss://` URL whose server certificate must be
 /// signed by the CA (or one of the CAs) in the PEM file `ca_pem`.
 ///
@@ -42,9 +44,62 @@ use safesync_core::{Error, Result};
 /// let err = safesync_queue::client_tls("rediss://127.0.0.1:6380", "/no/such/ca.pem").unwrap_err();
 /// assert!(err.to_string().contains("/no/such/ca.pem"), "{err}");
 /// ```
-pub fn client_tls(url: &str, ca_pem: impl AsRef<Path>) -> Result<Client> {
-    install_crypto_provider();
+pub fn client_tls(url: &str, ca_pem: impl AsRef<Path>) -> Result<Redis> {
     let ca_pem = ca_pem.as_ref();
+    let certs = read_ca(url, ca_pem)?;
+    let redacted = redact_url(url);
+    Client::build_with_tls(url, certs)
+        .map(Redis::from)
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot use Redis URL `{redacted}` with the CA file `{}`: {}",
+                ca_pem.display(),
+                e.to_string().replace(url, &redacted)
+            ))
+        })
+}
+
+/// A Redis Cluster reached through `seeds` (`rediss://` URLs of some of
+/// its nodes) whose certificates must be signed by the CA (or one of the
+/// CAs) in the PEM file `ca_pem`; [`cluster`](crate::cluster) with a CA of
+/// your own. The nodes must announce addresses their certificates are
+/// issued for.
+///
+/// Fails with [`Error::Config`] like [`client_tls`], and like
+/// [`cluster`](crate::cluster) for the seeds.
+///
+/// ```no_run
+/// let redis = safesync_queue::cluster_tls(
+///     &["rediss://:secret@redis-0.internal:6380", "rediss://:secret@redis-1.internal:6380"],
+///     "/etc/ssl/redis-ca.pem",
+/// )?;
+/// # let _ = redis;
+/// # Ok::<_, safesync_core::Error>(())
+/// ```
+///
+/// ```
+/// let err = safesync_queue::cluster_tls(&["redis://127.0.0.1:7000"], "/etc/ssl/ca.pem").unwrap_err();
+/// assert!(err.to_string().contains("needs a `rediss://` URL"), "{err}");
+/// ```
+pub fn cluster_tls<S: AsRef<str>>(seeds: &[S], ca_pem: impl AsRef<Path>) -> Result<Redis> {
+    let ca_pem = ca_pem.as_ref();
+    let nodes = seeds
+        .iter()
+        .map(|s| match client_tls(s.as_ref(), ca_pem)?.node_client() {
+            Some(c) => Ok(c.clone()),
+            None => Err(Error::Config("a cluster seed must be one node".to_owned())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = seeds.first() else {
+        return crate::handle::cluster_of(seeds, &nodes, |b| b);
+    };
+    let certs = read_ca(first.as_ref(), ca_pem)?;
+    crate::handle::cluster_of(seeds, &nodes, |b| b.certs(certs))
+}
+
+/// The CA certificates in `ca_pem`, for the `rediss://` URL `url`.
+fn read_ca(url: &str, ca_pem: &Path) -> Result<TlsCertificates> {
+    install_crypto_provider();
     let redacted = redact_url(url);
     if !url.starts_with("rediss://") {
         return Err(Error::Config(format!(
@@ -71,16 +126,9 @@ pub fn client_tls(url: &str, ca_pem: impl AsRef<Path>) -> Result<Client> {
             ca_pem.display()
         )));
     }
-    let certs = TlsCertificates {
+    Ok(TlsCertificates {
         client_tls: None,
         root_cert: Some(pem),
-    };
-    Client::build_with_tls(url, certs).map_err(|e| {
-        Error::Config(format!(
-            "cannot use Redis URL `{redacted}` with the CA file `{}`: {}",
-            ca_pem.display(),
-            e.to_string().replace(url, &redacted)
-        ))
     })
 }
 

@@ -81,7 +81,7 @@ pub async fn setup(backend: Backend, stream: &str, redis_url: &str) -> TestDb {
         .unwrap();
     }
     tx.commit().await.unwrap();
-    let client = safesync::queue::client(redis_url).unwrap();
+    let client = safesync::redis::Client::open(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let orders: Stream<OrderPlaced> = Stream::new(Box::leak(stream.to_owned().into_boxed_str()));
     for order_id in 1..=MESSAGES {
@@ -121,7 +121,7 @@ pub async fn wait_for_progress(db: &Db, at_least: i64, limit: Duration) {
 }
 
 pub async fn pending(redis_url: &str, stream: &str) -> u64 {
-    let client = safesync::queue::client(redis_url).unwrap();
+    let client = safesync::redis::Client::open(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let reply: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
@@ -140,7 +140,7 @@ pub async fn pending(redis_url: &str, stream: &str) -> u64 {
 
 /// `(id, consumer)` of every pending entry of the group.
 pub async fn pending_entries(redis_url: &str, stream: &str) -> Vec<(String, String)> {
-    let client = safesync::queue::client(redis_url).unwrap();
+    let client = safesync::redis::Client::open(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
         .arg(stream)
@@ -155,7 +155,7 @@ pub async fn pending_entries(redis_url: &str, stream: &str) -> Vec<(String, Stri
 }
 
 pub async fn delete_stream(redis_url: &str, stream: &str) {
-    let client = safesync::queue::client(redis_url).unwrap();
+    let client = safesync::redis::Client::open(redis_url).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("DEL")
         .arg(stream)

@@ -8,6 +8,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 #[cfg(feature = "queue")]
+pub mod cluster;
+#[cfg(feature = "queue")]
 pub mod faults;
 pub mod private_redis;
 pub mod processes;

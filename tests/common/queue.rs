@@ -21,12 +21,13 @@ pub fn redis_url() -> String {
     std::env::var("SAFESYNC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-pub fn redis_client() -> redis::Client {
+pub fn redis_client() -> safesync::queue::Redis {
     safesync::queue::client(&redis_url()).unwrap()
 }
 
 pub async fn conn() -> MultiplexedConnection {
-    redis_client()
+    redis::Client::open(redis_url())
+        .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("Redis at {} is not answering: {e}", redis_url()))

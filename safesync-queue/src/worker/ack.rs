@@ -112,18 +112,41 @@ async fn run(side: Arc<SideConn>, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
     }
 }
 
-/// One pipeline of `XACK`s: one per route, with all of its ids (the
-/// answer, how many were still pending, splits them into acknowledged and
-/// already acknowledged).
+/// A route and the ids to acknowledge on it.
+type RouteIds = (Arc<Route>, Vec<String>);
+
+/// One pipeline of `XACK`s per hash slot (on a single node, one in all):
+/// one `XACK` per route, with all of its ids (the answer, how many were
+/// still pending, splits them into acknowledged and already acknowledged).
 async fn send(side: &SideConn, batch: Vec<(Arc<Route>, String)>) {
-    let total = batch.len();
-    let mut by_route: Vec<(Arc<Route>, Vec<String>)> = Vec::new();
+    let mut by_route: Vec<RouteIds> = Vec::new();
     for (route, id) in batch {
         match by_route.iter_mut().find(|(r, _)| r.index == route.index) {
             Some((_, ids)) => ids.push(id),
             None => by_route.push((route, vec![id])),
         }
     }
+    if !side.is_cluster() {
+        return send_pipeline(side, by_route).await;
+    }
+    // A cluster pipeline must keep to one slot: a stream and its replay
+    // stream share one, other streams do not.
+    let mut by_slot: Vec<(u16, Vec<RouteIds>)> = Vec::new();
+    for (route, ids) in by_route {
+        let slot = crate::keys::slot(&route.key);
+        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, routes)) => routes.push((route, ids)),
+            None => by_slot.push((slot, vec![(route, ids)])),
+        }
+    }
+    for (_, routes) in by_slot {
+        send_pipeline(side, routes).await;
+    }
+}
+
+/// One pipeline of `XACK`s, tried [`TRIES`] times.
+async fn send_pipeline(side: &SideConn, by_route: Vec<RouteIds>) {
+    let total: usize = by_route.iter().map(|(_, ids)| ids.len()).sum();
     let mut pipe = redis::pipe();
     for (route, ids) in &by_route {
         pipe.cmd("XACK").arg(&route.key).arg(route.group()).arg(ids);

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::Client;
+use crate::handle::Redis;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::QueueMetrics;
@@ -12,7 +12,7 @@ use crate::metrics::QueueMetrics;
 /// `housekeeping_every`, until `stop`; never this worker's own consumer,
 /// which is idle between reads but alive. Failures are logged, never fatal.
 pub(crate) async fn housekeep(
-    redis: Client,
+    redis: Redis,
     metrics: QueueMetrics,
     pairs: Vec<(String, String)>,
     every: Duration,

@@ -85,7 +85,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::Client;
+use crate::handle::Redis;
 #[cfg(doc)]
 use safesync_core::RetryPolicy;
 use safesync_core::{Db, Error, Result};
@@ -198,7 +198,7 @@ use crate::relay::{Relay, RelaySummary};
 #[must_use = "a worker does nothing until `run` or `run_until_signal` is awaited"]
 pub struct Worker {
     db: Db,
-    redis: Client,
+    redis: Redis,
     handlers: Vec<Arc<dyn ErasedHandler>>,
     config: Config,
     metrics: Option<QueueMetrics>,
@@ -253,10 +253,10 @@ impl Worker {
     /// # let _ = worker;
     /// # Ok::<_, safesync_core::Error>(()) }).unwrap();
     /// ```
-    pub fn new(db: Db, redis: Client) -> Worker {
+    pub fn new(db: Db, redis: impl Into<Redis>) -> Worker {
         Worker {
             db,
-            redis,
+            redis: redis.into(),
             handlers: Vec::new(),
             config: Config::defaults(default_consumer_name()),
             metrics: None,
@@ -284,7 +284,7 @@ impl Worker {
     /// #     fn group(&self) -> &'static str { "billing" }
     /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
     /// # }
-    /// # async fn demo(db: safesync_core::Db, redis: safesync_queue::redis::Client) {
+    /// # async fn demo(db: safesync_core::Db, redis: safesync_queue::Redis) {
     /// let worker = safesync_queue::Worker::new(db, redis).handle(bill);
     /// # let _ = worker; }
     /// ```
@@ -388,7 +388,7 @@ impl Worker {
     /// #     fn group(&self) -> &'static str { "billing" }
     /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
     /// # }
-    /// # async fn demo(db: Db, redis: safesync_queue::redis::Client) -> Result<(), Error> {
+    /// # async fn demo(db: Db, redis: safesync_queue::Redis) -> Result<(), Error> {
     /// use safesync_queue::CancellationToken;
     ///
     /// let stop = CancellationToken::new();
@@ -534,7 +534,7 @@ impl Worker {
     /// #     fn group(&self) -> &'static str { "billing" }
     /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
     /// # }
-    /// # async fn demo(db: Db, redis: safesync_queue::redis::Client) -> Result<(), Error> {
+    /// # async fn demo(db: Db, redis: safesync_queue::Redis) -> Result<(), Error> {
     /// let summary = Worker::new(db, redis).handle(bill).run_until_signal().await?;
     /// # let _ = summary;
     /// # Ok(()) }

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{Client, Value};
 use safesync_core::{Error, Result};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,7 @@ use super::report::Event;
 use super::route::Route;
 use crate::conn::{self, READ_MARGIN, SideConn};
 use crate::entry::{self, Entry};
+use crate::handle::Redis;
 use crate::handler::Body;
 
 /// How long a stopped read may take to return after `CLIENT UNBLOCK`.
@@ -29,7 +30,7 @@ const UNBLOCK_GRACE: Duration = Duration::from_secs(1);
 
 /// What every read loop of a worker is given.
 pub(crate) struct Reading {
-    pub(crate) redis: Client,
+    pub(crate) redis: Redis,
     pub(crate) side: Arc<SideConn>,
     pub(crate) consumer: String,
     pub(crate) limits: Limits,
@@ -37,16 +38,31 @@ pub(crate) struct Reading {
     pub(crate) redeliveries: Arc<Redeliveries>,
 }
 
-/// The connection of the blocking reads, and its id for `CLIENT UNBLOCK`.
+/// The connection of the blocking reads of `key`, to the node that
+/// serves it, and its id for `CLIENT UNBLOCK`.
 struct Reader {
     conn: MultiplexedConnection,
     id: Option<i64>,
+    /// On a cluster: the reader's node, where `CLIENT UNBLOCK` must go
+    /// (the worker's side connection goes wherever a key's slot is).
+    node: Option<Node>,
+}
+
+/// A cluster node a reader reads from, and a connection to it for
+/// `CLIENT UNBLOCK`, opened when first needed.
+struct Node {
+    client: redis::Client,
+    control: Option<MultiplexedConnection>,
 }
 
 impl Reader {
-    async fn connect(ctx: &Reading) -> Result<Reader> {
+    /// Connects to the node serving `key`: the single node, or the master
+    /// owning `key`'s slot now (asked again at every reconnect, so a read
+    /// follows a `MOVED` or a failover).
+    async fn connect(ctx: &Reading, key: &str) -> Result<Reader> {
+        let client = ctx.redis.node_for(key).await?;
         let mut conn = conn::connect_named(
-            &ctx.redis,
+            &client,
             ctx.limits.block + READ_MARGIN,
             &format!("safesync-reader-{}", ctx.consumer),
         )
@@ -56,8 +72,45 @@ impl Reader {
             .query_async::<i64>(&mut conn)
             .await
             .ok();
-        Ok(Reader { conn, id })
+        let node = ctx.redis.is_cluster().then_some(Node {
+            client,
+            control: None,
+        });
+        Ok(Reader { conn, id, node })
     }
+
+    /// `CLIENT UNBLOCK <id>` on the reader's node.
+    async fn unblock(&mut self, ctx: &Reading, id: i64) -> Result<i64> {
+        let mut unblock = redis::cmd("CLIENT");
+        unblock.arg("UNBLOCK").arg(id);
+        let Some(node) = self.node.as_mut() else {
+            return ctx.side.query::<i64>(&unblock, "CLIENT UNBLOCK").await;
+        };
+        let control = match node.control.as_mut() {
+            Some(c) => c,
+            None => node
+                .control
+                .insert(conn::connect_node(&node.client, conn::COMMAND_TIMEOUT).await?),
+        };
+        let reply = unblock.query_async::<i64>(control).await;
+        reply.map_err(|e| {
+            if conn::is_connection_error(&e) {
+                node.control = None;
+            }
+            conn::redis_err("CLIENT UNBLOCK", e)
+        })
+    }
+}
+
+/// True when a read's error says its connection is no longer good for it:
+/// broken, or (on a cluster) on a node that no longer serves the stream's
+/// slot (`MOVED`, `ASK`, or a cluster still failing over).
+fn needs_new_reader(e: &redis::RedisError) -> bool {
+    conn::is_connection_error(e)
+        || matches!(
+            conn::code(e),
+            Some("MOVED" | "ASK" | "CLUSTERDOWN" | "TRYAGAIN" | "MASTERDOWN" | "READONLY")
+        )
 }
 
 /// Exponential back-off with jitter, 100 ms to 5 s.
@@ -123,7 +176,7 @@ pub(crate) async fn read_loop(ctx: Arc<Reading>, route: Arc<Route>, stop: Cancel
         };
         let r = match reader.as_mut() {
             Some(r) => r,
-            None => match Reader::connect(&ctx).await {
+            None => match Reader::connect(&ctx, &stream).await {
                 Ok(r) => {
                     me.state.reconnected();
                     reader.insert(r)
@@ -168,7 +221,7 @@ pub(crate) async fn read_loop(ctx: Arc<Reading>, route: Arc<Route>, stop: Cancel
             }
             me.cursor = Cursor::default();
         } else {
-            if redis_error.is_some_and(conn::is_connection_error) {
+            if redis_error.is_some_and(needs_new_reader) {
                 reader = None;
             }
             tracing::warn!(error = %e, stream, group, "read failed; retrying");
@@ -363,9 +416,7 @@ async fn read(
                 // handed stays pending for the next run or a claim.
                 return Ok(Vec::new());
             };
-            let mut unblock = redis::cmd("CLIENT");
-            unblock.arg("UNBLOCK").arg(id);
-            if let Err(e) = ctx.side.query::<i64>(&unblock, "CLIENT UNBLOCK").await {
+            if let Err(e) = r.unblock(ctx, id).await {
                 tracing::warn!(error = %e, "cannot unblock the read; dropping it");
                 return Ok(Vec::new());
             }

@@ -21,7 +21,7 @@ fn audit(_tx: &mut Tx<'_>, _msg: i64) -> Result<(), Error> {
 }
 
 #[allow(dead_code)]
-async fn run(db: Db, redis: safesync::redis::Client) -> Result<(), Error> {
+async fn run(db: Db, redis: safesync::queue::Redis) -> Result<(), Error> {
     bill::stream().send(&redis, &7).await?;
     audit::stream().send(&redis, &7).await?;
     let mut tx = db.begin().await?;

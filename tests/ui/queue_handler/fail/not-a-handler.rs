@@ -2,7 +2,7 @@ use safesync::prelude::*;
 
 struct NotAHandler;
 
-fn worker(db: Db, redis: safesync::redis::Client) -> safesync::Worker {
+fn worker(db: Db, redis: safesync::queue::Redis) -> safesync::Worker {
     safesync::Worker::new(db, redis).handle(NotAHandler)
 }
 

@@ -12,7 +12,7 @@ async fn notify(_msg: OrderPlaced) -> Result<(), Error> {
     Ok(())
 }
 
-async fn producer(redis: &safesync::redis::Client) -> Result<(), Error> {
+async fn producer(redis: &safesync::queue::Redis) -> Result<(), Error> {
     notify::stream().send(redis, &"order 7").await?;
     Ok(())
 }

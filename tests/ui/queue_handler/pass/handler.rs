@@ -22,7 +22,7 @@ pub async fn audit(_tx: &mut safesync::Tx<'_>, _msg: serde_json::Value) -> Resul
 fn assert_handler<H: safesync::queue::Handler>(_: H) {}
 fn assert_send<T: Send>(_: T) {}
 
-async fn producer(redis: &safesync::redis::Client) -> Result<(), Error> {
+async fn producer(redis: &safesync::queue::Redis) -> Result<(), Error> {
     bill::stream().send(redis, &OrderPlaced { order_id: 7 }).await?;
     audit::stream().send(redis, &serde_json::json!({"any": "json"})).await?;
     // Runtime names: the same typed producers.
@@ -50,7 +50,7 @@ fn main() {
     assert_into_handler(routed);
     assert_eq!(safesync::queue::Handler::group(&audit), "audit");
     assert_eq!(bill::stream().name(), "orders");
-    let client = safesync::redis::Client::open("redis://127.0.0.1:1").unwrap();
+    let client = safesync::queue::client("redis://127.0.0.1:1").unwrap();
     assert_send(async move { producer(&client).await });
     let _ = direct;
 }

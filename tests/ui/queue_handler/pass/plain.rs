@@ -27,7 +27,7 @@ pub async fn audit(_msg: serde_json::Value) -> Result<(), Error> {
 
 fn assert_plain<H: safesync::PlainHandler>(_: H) {}
 
-async fn producer(redis: &safesync::redis::Client) -> Result<(), Error> {
+async fn producer(redis: &safesync::queue::Redis) -> Result<(), Error> {
     notify::stream()
         .send(redis, &OrderPlaced { order_id: 7 })
         .await?;
@@ -42,7 +42,7 @@ async fn direct() -> Result<(), Error> {
 }
 
 /// Both kinds on one worker.
-fn worker(db: Db, redis: safesync::redis::Client) -> safesync::Worker {
+fn worker(db: Db, redis: safesync::queue::Redis) -> safesync::Worker {
     safesync::Worker::new(db, redis)
         .handle(bill)
         .handle(notify)
