@@ -68,7 +68,7 @@ pub(crate) fn literal_safe(s: &str) -> bool {
 ///
 /// On PostgreSQL and MySQL/MariaDB the row is inserted in the same round
 /// trip as `BEGIN` when the names and id can be SQL literals
-/// ([`literal_safe`]), so the ledger costs no round trip of its own; when
+/// (no quote, backslash or control character), so the ledger costs no round trip of its own; when
 /// that combined begin fails (the row is there, a lock wait, a broken
 /// connection), its connection is closed — it may hold a transaction — and
 /// the attempt runs the ordinary way (`BEGIN`, then the insert), which tells
