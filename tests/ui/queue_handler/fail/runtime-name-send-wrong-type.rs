@@ -19,7 +19,7 @@ async fn bill(_tx: &mut Tx<'_>, _msg: OrderPlaced) -> Result<(), Error> {
     Ok(())
 }
 
-async fn producer(redis: &safesync::redis::Client, env: &str) -> Result<(), Error> {
+async fn producer(redis: &safesync::queue::Redis, env: &str) -> Result<(), Error> {
     let routed = bill.on(format!("{env}.orders"), "billing");
     routed.stream().send(redis, &Refund { order_id: 7 }).await?;
     bill::stream_named(format!("{env}.orders"))
