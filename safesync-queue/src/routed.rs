@@ -43,7 +43,7 @@ use crate::handler::{Body, ErasedHandler, IntoHandler};
 /// #     fn group(&self) -> &'static str { "billing" }
 /// #     fn handle<'t>(&'t self, _: &'t mut Tx<'_>, _: i64) -> BoxFuture<'t, Result<(), Error>> { Box::pin(async { Ok(()) }) }
 /// # }
-/// # async fn demo(db: safesync_core::Db, redis: safesync_queue::redis::Client) -> Result<(), Error> {
+/// # async fn demo(db: safesync_core::Db, redis: safesync_queue::Redis) -> Result<(), Error> {
 /// use safesync_queue::{Routed, Worker};
 ///
 /// let env = std::env::var("APP_ENV").unwrap_or_else(|_| "dev".to_owned());
