@@ -20,7 +20,7 @@ usage: safesync-bench [--backend sqlite|mysql|postgres|all] [--workload w0|w1|w2
                  verify what was done (default: 60; 0 = no limit)
   --repeat       run every variant R times, alternating the order; ratios
                  divide by the mean of the raw runs (default: 1)
-  --variant      only these variants: raw, raw-simple, raw-tuned, framework,
+  --variant      only these variants: raw, raw-ledger, raw-simple, raw-tuned, framework,
                  framework-noledger, framework-16-per-tx, framework-outbox
                  (default: all)
   --rss          W5/W5q framework runs report the peak RSS after

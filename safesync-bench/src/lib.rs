@@ -240,7 +240,7 @@ pub struct Config {
     /// Print one JSON line per run on stdout (after each group of variants
     /// finishes).
     pub print: bool,
-    /// Only these variants (`raw`, `raw-simple`, `raw-tuned`, `framework`,
+    /// Only these variants (`raw`, `raw-ledger`, `raw-simple`, `raw-tuned`, `framework`,
     /// `framework-noledger`, `framework-16-per-tx`); all when empty.
     pub variants: Vec<String>,
     /// W5/W5q framework runs: report the process's peak resident memory

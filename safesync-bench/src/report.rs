@@ -53,6 +53,11 @@ pub struct RunResult {
     /// rate of one-row transactions) at the same backend and workers, when
     /// W0 ran earlier in the same process run.
     pub ratio_to_w0: Option<f64>,
+    /// W5: framework msgs/s divided by W0 `raw-ledger`'s commits/s (W0's
+    /// transaction with a ledger row: one transaction per message with
+    /// exactly-once bookkeeping, without Redis), when it ran earlier in
+    /// the same process run.
+    pub ratio_to_w0_ledger: Option<f64>,
     /// With `--rss` (W5/W5q framework): the peak resident memory in MiB
     /// after the checkpoint's messages, and how many were handled then.
     pub peak_rss_mib_checkpoint: Option<(u64, f64)>,
@@ -93,6 +98,7 @@ impl RunResult {
             "ratio_to_raw": num(self.ratio_to_raw, 3),
             "ratio_to_raw_simple": num(self.ratio_to_raw_simple, 3),
             "ratio_to_w0": num(self.ratio_to_w0, 3),
+            "ratio_to_w0_ledger": num(self.ratio_to_w0_ledger, 3),
             "rss_checkpoint_msgs": self.peak_rss_mib_checkpoint.map(|(n, _)| n),
             "peak_rss_mib_at_checkpoint": num(self.peak_rss_mib_checkpoint.map(|(_, m)| m), 1),
             "peak_rss_mib": num(self.peak_rss_mib, 1),
@@ -143,6 +149,7 @@ pub(crate) fn add_w0_ratio(result: &mut RunResult, earlier: &[RunResult]) {
         .cloned()
         .collect();
     result.ratio_to_w0 = mean_of(&w0, "raw").map(|r| result.ops_per_s / r);
+    result.ratio_to_w0_ledger = mean_of(&w0, "raw-ledger").map(|r| result.ops_per_s / r);
 }
 
 /// Sets a framework result's ratios against the raw runs of its group
@@ -273,7 +280,7 @@ fn queue_ratios(results: &[RunResult], out: &mut String) {
     }
     let _ = writeln!(
         out,
-        "\nW5 framework: median per-run ratio to raw-simple (target >= 3 at 1 worker) and to W0 (target >= 0.9)"
+        "\nW5 framework: median per-run ratio to raw-simple (target >= 3 at 1 worker), to W0 (target >= 0.9) and to W0 raw-ledger"
     );
     for (backend, workers, variant) in keys {
         let runs: Vec<&RunResult> = results
@@ -292,9 +299,10 @@ fn queue_ratios(results: &[RunResult], out: &mut String) {
         };
         let _ = writeln!(
             out,
-            "  {backend:<9} workers={workers:<3} {variant:<22} x raw-simple {:>6}   x W0 {:>6}",
+            "  {backend:<9} workers={workers:<3} {variant:<22} x raw-simple {:>6}   x W0 {:>6}   x W0 raw-ledger {:>6}",
             opt(med(|r| r.ratio_to_raw_simple), 2),
             opt(med(|r| r.ratio_to_w0), 2),
+            opt(med(|r| r.ratio_to_w0_ledger), 2),
         );
     }
 }
@@ -428,7 +436,7 @@ fn medians(results: &[RunResult], out: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    use super::{RunResult, add_ratios, summary_table};
+    use super::{RunResult, add_ratios, add_w0_ratio, summary_table};
 
     fn result(variant: &str, ops_per_s: f64) -> RunResult {
         RunResult {
@@ -449,6 +457,7 @@ mod tests {
             ratio_to_raw: None,
             ratio_to_raw_simple: None,
             ratio_to_w0: None,
+            ratio_to_w0_ledger: None,
             peak_rss_mib_checkpoint: None,
             peak_rss_mib: None,
             detail: String::new(),
@@ -464,6 +473,30 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(&fw.to_json()).unwrap();
         assert_eq!(line["ratio_to_raw"], 0.75);
         assert_eq!(line["verified"], true);
+    }
+
+    #[test]
+    fn w5_is_divided_by_w0_and_by_w0_with_its_ledger_row() {
+        let mut w0 = [
+            result("raw", 400.0),
+            result("raw-ledger", 200.0),
+            result("raw-ledger", 300.0),
+        ];
+        for r in &mut w0 {
+            r.workload = "w0-commit".into();
+        }
+        let mut other_workers = result("raw", 1.0);
+        other_workers.workload = "w0-commit".into();
+        other_workers.workers = 8;
+        let mut earlier = w0.to_vec();
+        earlier.push(other_workers);
+        let mut fw = result("framework", 200.0);
+        fw.workload = "w5-queue".into();
+        add_w0_ratio(&mut fw, &earlier);
+        assert_eq!(fw.ratio_to_w0, Some(0.5));
+        assert_eq!(fw.ratio_to_w0_ledger, Some(0.8));
+        let line: serde_json::Value = serde_json::from_str(&fw.to_json()).unwrap();
+        assert_eq!(line["ratio_to_w0_ledger"], 0.8);
     }
 
     #[test]

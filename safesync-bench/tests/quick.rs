@@ -17,8 +17,8 @@ async fn quick_sqlite_runs_all_verify() {
     };
     let results = safesync_bench::run(&config).await;
     println!("{}", safesync_bench::summary_table(&results));
-    // W0 (1 variant), W1, W2, W3 (2 cases x 2 variants each), W4 (2), at workers 1 and 8.
-    assert_eq!(results.len(), (1 + 4 + 4 + 4 + 2) * 2);
+    // W0 (raw, raw-ledger), W1, W2, W3 (2 cases x 2 variants each), W4 (2), at workers 1 and 8.
+    assert_eq!(results.len(), (2 + 4 + 4 + 4 + 2) * 2);
     for r in &results {
         assert!(r.verified, "not verified: {}", r.to_json());
         assert!(r.ops > 0 && r.ops_per_s > 0.0, "{}", r.to_json());

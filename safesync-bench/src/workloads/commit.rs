@@ -1,13 +1,38 @@
 //! W0 commit-floor: `UPDATE` the worker's own row, commit. Raw sqlx only:
 //! the database's own cost of one transaction at this concurrency.
+//!
+//! Variant `raw-ledger`: the same transaction with one row more, written
+//! in the round trip of its `BEGIN` (`BEGIN; INSERT INTO
+//! safesync_queue_ledger …`, the ledger's own table and key): what one
+//! transaction per message costs any consumer that records each message
+//! in the database to apply it exactly once — W5's floor, without Redis
+//! and without the framework.
 
 use std::time::Instant;
 
+use crate::Backend;
 use crate::driver::{Tally, drive};
 use crate::env::{BeginWrite as _, BoxError, Env, on_pool};
 use crate::workloads::{Checks, Outcome, Spec, int};
 
-pub(crate) async fn run(env: &Env, spec: &Spec) -> Result<Outcome, BoxError> {
+/// The `BEGIN` of a `raw-ledger` transaction: the ledger row of entry
+/// `<op>-0` rides in its round trip.
+fn begin_with_ledger(backend: Backend, op: u64) -> String {
+    let begin = match backend {
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        Backend::MySql | Backend::Postgres => "BEGIN",
+    };
+    format!(
+        "{begin}; INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
+         VALUES ('bench', 'bench', '{op}-0')"
+    )
+}
+
+/// W0; with `ledger`, each transaction also inserts a ledger row.
+pub(crate) async fn run(env: &Env, spec: &Spec, ledger: bool) -> Result<Outcome, BoxError> {
+    if ledger {
+        safesync::queue::ensure_ledger(&env.db).await?;
+    }
     env.exec("CREATE TABLE bench_commit (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
         .await?;
     env.insert_rows(
@@ -20,14 +45,19 @@ pub(crate) async fn run(env: &Env, spec: &Spec) -> Result<Outcome, BoxError> {
     let measured = drive(spec.workers, spec.ops, spec.limit, |w, ops| {
         let pool = env.pool.clone();
         let sql = sql.clone();
+        let backend = env.backend;
         async move {
             ops.ready().await;
             let id = i64::try_from(w)?;
             let mut tally = Tally::default();
             on_pool!(&pool, |p| {
-                while ops.claim().is_some() {
+                while let Some(op) = ops.claim() {
                     let started = Instant::now();
-                    let mut tx = p.begin_write().await?;
+                    let mut tx = if ledger {
+                        p.begin_with(begin_with_ledger(backend, op)).await?
+                    } else {
+                        p.begin_write().await?
+                    };
                     let done = sqlx::query(&sql).bind(id).execute(&mut *tx).await?;
                     if done.rows_affected() != 1 {
                         return Err(format!("row {id} is missing").into());
@@ -45,5 +75,11 @@ pub(crate) async fn run(env: &Env, spec: &Spec) -> Result<Outcome, BoxError> {
         .int(&format!("SELECT {} FROM bench_commit", env.sum("n")))
         .await?;
     checks.eq("sum(n)", sum, int(measured.ops));
+    if ledger {
+        let rows = env
+            .int("SELECT COUNT(*) FROM safesync_queue_ledger")
+            .await?;
+        checks.eq("ledger rows", rows, int(measured.ops));
+    }
     Ok(Outcome { measured, checks })
 }

@@ -37,6 +37,8 @@ pub(crate) enum Case {
 pub(crate) enum Variant {
     /// Hand-written sqlx (and redis) code.
     Raw,
+    /// W0 with a ledger row inserted in the round trip of each `BEGIN`.
+    RawLedger,
     /// W5 baseline 1: `XREADGROUP COUNT 1` → transaction → commit → `XACK`,
     /// one message at a time per worker.
     RawSimple,
@@ -56,8 +58,9 @@ pub(crate) enum Variant {
 
 impl Variant {
     /// Every variant's name, for `--variant`.
-    pub(crate) const NAMES: [&'static str; 7] = [
+    pub(crate) const NAMES: [&'static str; 8] = [
         "raw",
+        "raw-ledger",
         "raw-simple",
         "raw-tuned",
         "framework",
@@ -69,6 +72,7 @@ impl Variant {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Variant::Raw => "raw",
+            Variant::RawLedger => "raw-ledger",
             Variant::RawSimple => "raw-simple",
             Variant::RawTuned => "raw-tuned",
             Variant::Framework => "framework",
@@ -100,7 +104,7 @@ impl Case {
     /// computed as soon as it finishes.
     pub(crate) fn variants(self) -> &'static [Variant] {
         match self {
-            Case::Commit => &[Variant::Raw],
+            Case::Commit => &[Variant::Raw, Variant::RawLedger],
             Case::Queue => &[
                 Variant::RawSimple,
                 Variant::RawTuned,
@@ -208,7 +212,7 @@ async fn dispatch(
 ) -> Result<Outcome, BoxError> {
     env.warm(spec.workers).await?;
     match case {
-        Case::Commit => commit::run(env, spec).await,
+        Case::Commit => commit::run(env, spec, variant == Variant::RawLedger).await,
         Case::OccHot | Case::OccSpread => occ::run(env, variant, spec, case == Case::OccHot).await,
         Case::LockHot | Case::LockSpread => {
             rowlock::run(env, variant, spec, case == Case::LockHot).await
@@ -293,6 +297,7 @@ pub(crate) async fn run_one(
         ratio_to_raw: None,
         ratio_to_raw_simple: None,
         ratio_to_w0: None,
+        ratio_to_w0_ledger: None,
         peak_rss_mib_checkpoint: None,
         peak_rss_mib: watch_rss.then(crate::rss::peak_mib).flatten(),
         detail: String::new(),
