@@ -15,16 +15,19 @@ use crate::driver::{Tally, drive};
 use crate::env::{BeginWrite as _, BoxError, Env, on_pool};
 use crate::workloads::{Checks, Outcome, Spec, int};
 
-/// The `BEGIN` of a `raw-ledger` transaction: the ledger row of entry
-/// `<op>-0` rides in its round trip.
-fn begin_with_ledger(backend: Backend, op: u64) -> String {
+/// The `BEGIN` of a `raw-ledger` transaction: the ledger row of operation
+/// `op` rides in its round trip, keyed as W5's rows are (the run's stream
+/// name, group `bench`, and an id shaped and ordered like Redis's,
+/// `<ms>-<seq>`, so that rows land in the index where W5's do).
+fn begin_with_ledger(backend: Backend, stream: &str, op: u64) -> String {
     let begin = match backend {
         Backend::Sqlite => "BEGIN IMMEDIATE",
         Backend::MySql | Backend::Postgres => "BEGIN",
     };
+    let (ms, seq) = (1_764_633_600_000 + op / 8, op % 8);
     format!(
         "{begin}; INSERT INTO safesync_queue_ledger (stream, consumer_group, entry_id) \
-         VALUES ('bench', 'bench', '{op}-0')"
+         VALUES ('{stream}', 'bench', '{ms}-{seq}')"
     )
 }
 
@@ -46,6 +49,7 @@ pub(crate) async fn run(env: &Env, spec: &Spec, ledger: bool) -> Result<Outcome,
         let pool = env.pool.clone();
         let sql = sql.clone();
         let backend = env.backend;
+        let stream = crate::workloads::queue::stream_of(env);
         async move {
             ops.ready().await;
             let id = i64::try_from(w)?;
@@ -54,7 +58,7 @@ pub(crate) async fn run(env: &Env, spec: &Spec, ledger: bool) -> Result<Outcome,
                 while let Some(op) = ops.claim() {
                     let started = Instant::now();
                     let mut tx = if ledger {
-                        p.begin_with(begin_with_ledger(backend, op)).await?
+                        p.begin_with(begin_with_ledger(backend, &stream, op)).await?
                     } else {
                         p.begin_write().await?
                     };
