@@ -285,6 +285,58 @@ async fn a_plain_handler_past_its_timeout_is_dead_lettered(backend: Backend) {
     t.cleanup().await;
 }
 
+// --- A quick handler that turns slow keeps its slots ------------------------
+
+/// A plain handler that returns at once gets what was read in few tasks
+/// (one share per read once it is known to be quick); when it turns slow,
+/// the share under way is shared out among the free slots as soon as one
+/// run waits, so slow entries run side by side, not one after another in
+/// the task that took them.
+async fn a_quick_plain_handler_that_turns_slow_keeps_its_slots(backend: Backend) {
+    const M: i64 = 640;
+    // In the sixth read of 64, after five reads of quick runs.
+    const SLOW: std::ops::RangeInclusive<i64> = 330..=345;
+    const PAUSE: Duration = Duration::from_millis(500);
+    let t = TestDb::new(backend).await;
+    let stream = unique_stream("plain-pace");
+    send_orders(stream, 1..=M).await;
+    let behaviour = Arc::new(Behaviour {
+        slow_on: SLOW.map(|id| (id, PAUSE)).collect(),
+        ..Behaviour::default()
+    });
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let worker = tokio::spawn(
+        Worker::new(t.db.clone(), redis_client())
+            .handle(plain(stream, &behaviour))
+            .concurrency(16)
+            .batch(64)
+            .read_ahead(64)
+            .block(Duration::from_millis(100))
+            .run(stop.clone()),
+    );
+    let b = &behaviour;
+    wait_for("every entry", Duration::from_secs(30), || async move {
+        b.total.load(Ordering::Relaxed) >= u64::try_from(M).unwrap() && pending(stream).await == 0
+    })
+    .await;
+    let took = started.elapsed();
+    stop.cancel();
+    let s = worker.await.unwrap().unwrap();
+    // One after another: 16 × 500 ms = 8 s. Side by side: about 1 s (the
+    // first slow run waits before the rest are shared out).
+    assert!(
+        took < PAUSE * 6,
+        "16 entries of {PAUSE:?} among {M} took {took:?} at concurrency 16"
+    );
+    assert_eq!((s.processed, s.failed), (M as u64, 0), "{s:?}");
+    let calls = behaviour.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), usize::try_from(M).unwrap());
+    assert!(calls.values().all(|&n| n == 1), "each once");
+    delete_stream(stream).await;
+    t.cleanup().await;
+}
+
 // --- A deleted group does not replay history --------------------------------
 
 /// A plain handler has no ledger: a group created again from `0` would
@@ -338,5 +390,6 @@ on_every_backend!(
     a_failing_plain_handler_is_retried_then_dead_lettered,
     a_plain_handler_dead_letters_undecodable_entries_at_once,
     a_plain_handler_past_its_timeout_is_dead_lettered,
+    a_quick_plain_handler_that_turns_slow_keeps_its_slots,
     a_deleted_group_is_recreated_after_the_last_delivered_entry,
 );

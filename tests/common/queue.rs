@@ -163,6 +163,8 @@ pub struct Behaviour {
     pub hang_on: HashSet<i64>,
     /// Pause inside the handler.
     pub delay: Option<Duration>,
+    /// Orders whose plain handler ([`Plain`]) sleeps this long.
+    pub slow_on: HashMap<i64, Duration>,
     /// Handler calls by order id.
     pub calls: std::sync::Mutex<HashMap<i64, u64>>,
     /// Handler calls in all.
@@ -369,6 +371,9 @@ impl safesync::PlainHandler for Plain {
             b.total.fetch_add(1, Ordering::Relaxed);
             if b.hang_on.contains(&msg.order_id) {
                 std::future::pending::<()>().await;
+            }
+            if let Some(&pause) = b.slow_on.get(&msg.order_id) {
+                tokio::time::sleep(pause).await;
             }
             if b.panic_on.contains(&msg.order_id) {
                 panic!("order {} makes the handler panic", msg.order_id);

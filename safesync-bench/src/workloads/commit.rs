@@ -58,7 +58,8 @@ pub(crate) async fn run(env: &Env, spec: &Spec, ledger: bool) -> Result<Outcome,
                 while let Some(op) = ops.claim() {
                     let started = Instant::now();
                     let mut tx = if ledger {
-                        p.begin_with(begin_with_ledger(backend, &stream, op)).await?
+                        p.begin_with(begin_with_ledger(backend, &stream, op))
+                            .await?
                     } else {
                         p.begin_write().await?
                     };

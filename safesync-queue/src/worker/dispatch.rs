@@ -43,17 +43,46 @@ fn in_flight_key(route: usize, id: &str) -> InFlightKey {
     }
 }
 
+/// How long a message task of a plain handler may be kept busy by its
+/// share of what was read when the handler is quick: a task costs a few
+/// microseconds to start and schedule, so a quick handler's entries go in
+/// shares of about this much work rather than one or two per task.
+pub(crate) const TASK_BUDGET: Duration = Duration::from_micros(100);
+
 /// How many new entries of a route one message task takes: a
 /// transactional handler's share one transaction, up to `per_transaction`
 /// per slot; a plain handler's read ahead of the free slots are shared out
 /// among them (`read` entries over `free` slots), each task handling its
-/// share in turn, as the slot would anyway, without a task per entry.
-pub(crate) fn task_size(plain: bool, per_transaction: usize, read: usize, free: usize) -> usize {
-    if plain {
-        read.div_ceil(free.max(1)).max(1)
-    } else {
-        per_transaction.max(1)
+/// share in turn, as the slot would anyway, without a task per entry —
+/// and when the handler is quick (`per_entry`, the slowest time per entry
+/// seen lately, well under [`TASK_BUDGET`]; see [`super::pace`]), in larger
+/// shares of about that budget's work, so that fewer tasks carry the same
+/// entries.
+pub(crate) fn task_size(
+    plain: bool,
+    per_transaction: usize,
+    read: usize,
+    free: usize,
+    per_entry: Option<Duration>,
+) -> usize {
+    if !plain {
+        return per_transaction.max(1);
     }
+    let fair = read.div_ceil(free.max(1)).max(1);
+    let quick = per_entry.map_or(1, |t| {
+        let t = t.as_nanos().max(1);
+        usize::try_from(TASK_BUDGET.as_nanos() / t).unwrap_or(usize::MAX)
+    });
+    fair.max(quick.min(read))
+}
+
+/// How a message task ended.
+enum Ended {
+    Done,
+    /// A bug of the worker's own: the panic.
+    Panicked(Box<dyn std::any::Any + Send>),
+    /// Cancelled at the drain deadline.
+    Abandoned,
 }
 
 /// The narrow handle to the dispatch stage.
@@ -121,11 +150,17 @@ impl Dispatcher {
             return;
         };
         let plain = matches!(first.route.handler.body(), crate::handler::Body::Plain(_));
+        let per_entry = if plain {
+            self.inner.runner.per_entry(first.route.index)
+        } else {
+            None
+        };
         let size = task_size(
             plain,
             per_transaction,
             deliveries.len(),
             self.inner.slots.available_permits(),
+            per_entry,
         );
         let mut deliveries = deliveries.into_iter();
         loop {
@@ -178,25 +213,58 @@ impl Dispatcher {
             Err(_) => group,
         };
         let Some(first) = group.first() else { return };
-        let route = Arc::clone(&first.route);
-        let n = group.len() as u64;
         let live = group.iter().filter(|d| d.entry.fields.is_some()).count();
-        route.report.add(Event::Read, live as u64);
+        first.route.report.add(Event::Read, live as u64);
+        self.launch(group, keys, permit);
+    }
+
+    /// Runs `group`, admitted already (its in-flight `keys` marked), in a
+    /// task holding `permit`. A plain handler's share that stops after a
+    /// run that waited is shared out again ([`Dispatcher::share_out`]).
+    fn launch(&self, group: Vec<Delivery>, keys: Vec<InFlightKey>, permit: OwnedSemaphorePermit) {
+        let Some(first) = group.first() else { return };
+        let route = Arc::clone(&first.route);
         let span = tracing::info_span!(
             "safesync.queue.message",
             stream = route.stream(),
             group = route.group(),
             id = %first.entry.id,
             deliveries = first.deliveries,
-            count = n,
+            count = group.len(),
         );
-        let inner = Arc::clone(&self.inner);
+        let me = self.clone();
         self.inner.tracker.spawn(
             async move {
                 let _permit = permit;
-                let run = AssertUnwindSafe(inner.runner.run(group)).catch_unwind();
-                tokio::select! {
-                    done = run => if let Err(panic) = done {
+                let inner = Arc::clone(&me.inner);
+                let mut keys = keys;
+                let work = async {
+                    let mut group = group;
+                    loop {
+                        let rest = inner.runner.run(group).await;
+                        if rest.is_empty() {
+                            break;
+                        }
+                        group = me.share_out(rest, &mut keys);
+                    }
+                };
+                let run = AssertUnwindSafe(work).catch_unwind();
+                let ended = tokio::select! {
+                    done = run => match done {
+                        Ok(()) => Ended::Done,
+                        Err(panic) => Ended::Panicked(panic),
+                    },
+                    () = inner.abort.cancelled() => Ended::Abandoned,
+                };
+                // This task's entries: those it did not share out.
+                let n = keys.len() as u64;
+                match ended {
+                    Ended::Done => {}
+                    Ended::Abandoned => {
+                        route.report.add(Event::Abandoned, n);
+                        tracing::warn!("handlers cancelled at the drain deadline; the entries stay pending");
+                    }
+                    Ended::Panicked(panic) => {
                         // A bug of the worker's own: the entries stay
                         // pending and are delivered again (their in-flight
                         // marks go below).
@@ -205,10 +273,6 @@ impl Dispatcher {
                             panic = %panic_message(&*panic),
                             "a message task panicked; its entries stay pending and are delivered again"
                         );
-                    },
-                    () = inner.abort.cancelled() => {
-                        route.report.add(Event::Abandoned, n);
-                        tracing::warn!("handlers cancelled at the drain deadline; the entries stay pending");
                     }
                 }
                 if let Ok(mut set) = inner.in_flight.lock() {
@@ -219,6 +283,28 @@ impl Dispatcher {
             }
             .instrument(span),
         );
+    }
+
+    /// A plain handler's run waited while `rest` of its share were still
+    /// to run: the free slots take fair shares of them at once, in tasks of
+    /// their own (their in-flight marks go with them out of `keys`); this
+    /// task keeps the first share and returns it.
+    fn share_out(&self, mut rest: Vec<Delivery>, keys: &mut Vec<InFlightKey>) -> Vec<Delivery> {
+        let free = self.inner.slots.available_permits();
+        let size = task_size(true, 1, rest.len(), free + 1, None);
+        while rest.len() > size {
+            let Ok(permit) = Arc::clone(&self.inner.slots).try_acquire_owned() else {
+                break;
+            };
+            let share = rest.split_off(rest.len() - size);
+            let moved: Vec<InFlightKey> = share
+                .iter()
+                .map(|d| in_flight_key(d.route.index, &d.entry.id))
+                .collect();
+            keys.retain(|k| !moved.contains(k));
+            self.launch(share, moved, permit);
+        }
+        rest
     }
 
     /// Step 4 and 5 of the stop: waits for running tasks up to `timeout`,
@@ -239,25 +325,44 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::{in_flight_key, task_size};
+
+    const US: Duration = Duration::from_micros(1);
+    const MS: Duration = Duration::from_millis(1);
 
     #[test]
     fn a_transactional_handler_takes_a_transaction_per_task() {
-        assert_eq!(task_size(false, 16, 100, 4), 16);
-        assert_eq!(task_size(false, 1, 100, 4), 1);
+        assert_eq!(task_size(false, 16, 100, 4, None), 16);
+        assert_eq!(task_size(false, 1, 100, 4, None), 1);
+        assert_eq!(task_size(false, 1, 100, 4, Some(US)), 1);
     }
 
     #[test]
     fn a_plain_handler_shares_what_was_read_among_the_free_slots() {
-        assert_eq!(task_size(true, 16, 64, 1), 64);
-        assert_eq!(task_size(true, 16, 64, 8), 8);
-        assert_eq!(task_size(true, 16, 9, 8), 2);
-        assert_eq!(task_size(true, 1, 3, 8), 1);
+        assert_eq!(task_size(true, 16, 64, 1, None), 64);
+        assert_eq!(task_size(true, 16, 64, 8, None), 8);
+        assert_eq!(task_size(true, 16, 9, 8, None), 2);
+        assert_eq!(task_size(true, 1, 3, 8, None), 1);
         assert_eq!(
-            task_size(true, 1, 3, 0),
+            task_size(true, 1, 3, 0, None),
             3,
             "no free slot counted: one task"
         );
+    }
+
+    #[test]
+    fn a_quick_plain_handler_gets_shares_of_about_the_task_budget() {
+        // 1 µs an entry: 100 per task, at most what was read.
+        assert_eq!(task_size(true, 1, 64, 32, Some(US)), 64);
+        // 10 µs: 10 per task, not 2.
+        assert_eq!(task_size(true, 1, 64, 32, Some(10 * US)), 10);
+        // As slow as the budget or slower: the fair share.
+        assert_eq!(task_size(true, 1, 64, 32, Some(100 * US)), 2);
+        assert_eq!(task_size(true, 1, 64, 32, Some(5 * MS)), 2);
+        assert_eq!(task_size(true, 1, 64, 8, Some(5 * MS)), 8);
+        assert_eq!(task_size(true, 1, 64, 32, Some(Duration::ZERO)), 64);
     }
 
     #[test]

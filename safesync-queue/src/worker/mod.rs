@@ -13,7 +13,8 @@
 //!   stream) with its own connection; what it reads next is decided by
 //!   [`read_plan`], apart from Redis.
 //! - [`dispatch`]: the handler slots, the set of entries in flight and the
-//!   message tasks.
+//!   message tasks; how many entries a task takes, for a plain handler
+//!   paced by [`pace`] (how quick its runs are lately, recorded by run).
 //! - [`run`]: decodes, and runs every handler through the one
 //!   [`run_handler`](run::run_handler) (panics caught, the deadline
 //!   applied): alone, retried in place, or several in a shared transaction
@@ -72,6 +73,7 @@ mod delivery;
 mod dispatch;
 mod failure;
 mod housekeep;
+mod pace;
 mod read;
 mod read_plan;
 mod redeliver;

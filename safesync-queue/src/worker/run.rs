@@ -14,6 +14,7 @@ use safesync_core::{Db, Error};
 
 use super::decode::{decode, start_plain};
 use super::delivery::{Delivery, Failure, Outcome};
+use super::pace::{Counted, Pacing, Runs};
 use super::report::Event;
 use super::settle::Settler;
 use crate::handler::{Body, Decoded, TxBody, panic_message};
@@ -87,13 +88,26 @@ struct Inner {
     db: Db,
     ledger: bool,
     settle: Settler,
+    /// How quick each plain handler is lately.
+    pacing: Pacing,
 }
 
 impl Runner {
     pub(crate) fn new(db: Db, ledger: bool, settle: Settler) -> Runner {
         Runner {
-            inner: Arc::new(Inner { db, ledger, settle }),
+            inner: Arc::new(Inner {
+                db,
+                ledger,
+                settle,
+                pacing: Pacing::new(),
+            }),
         }
+    }
+
+    /// The slowest time per entry of route `route`'s plain handler lately
+    /// (see [`Pacing`]).
+    pub(crate) fn per_entry(&self, route: usize) -> Option<Duration> {
+        self.inner.pacing.per_entry(route)
     }
 
     /// Handles `group` (entries of one route; most often one): one entry
@@ -102,20 +116,43 @@ impl Runner {
     /// statement for all, each handler in turn, one commit — and when
     /// anything in it fails, each entry alone, so no effect is lost or
     /// doubled.
-    pub(crate) async fn run(&self, mut group: Vec<Delivery>) {
-        if group.len() <= 1 {
-            if let Some(d) = group.pop() {
-                self.one(d, None).await;
-            }
-            return;
-        }
-        let route = Arc::clone(&group[0].route);
+    ///
+    /// A plain handler's share stops after a run that waited (its future
+    /// went pending): the entries not run yet are returned, for dispatch to
+    /// share out among the free slots. Otherwise nothing is returned.
+    pub(crate) async fn run(&self, group: Vec<Delivery>) -> Vec<Delivery> {
+        let Some(first) = group.first() else {
+            return Vec::new();
+        };
+        let route = Arc::clone(&first.route);
         let h = &*route.handler;
-        let Body::Tx(body) = h.body() else {
-            for d in group {
-                self.one(d, None).await;
+        let body = match h.body() {
+            Body::Tx(body) if group.len() > 1 => body,
+            _ => {
+                // Alone, or a plain handler's share one after another; the
+                // slowest plain run paces the next shares.
+                let mut runs = Runs::default();
+                let mut plain = false;
+                let mut group = group.into_iter();
+                for d in group.by_ref() {
+                    if let Some((took, polls)) = self.one(d, None).await {
+                        runs.add(took, polls);
+                        plain = true;
+                        if polls > 1 {
+                            break;
+                        }
+                    }
+                }
+                if plain {
+                    let Runs {
+                        took,
+                        quick,
+                        waited,
+                    } = runs;
+                    self.inner.pacing.record(route.index, took, quick, waited);
+                }
+                return group.collect();
             }
-            return;
         };
         // Entries that cannot run are settled at once.
         let mut ready = Vec::with_capacity(group.len());
@@ -138,7 +175,7 @@ impl Runner {
             for (d, p) in ready {
                 self.one(d, Some(p)).await;
             }
-            return;
+            return Vec::new();
         }
         let started = Instant::now();
         let (group, payloads): (Vec<Delivery>, Vec<Decoded>) = ready.into_iter().unzip();
@@ -160,6 +197,7 @@ impl Runner {
                 }
             }
         }
+        Vec::new()
     }
 
     /// What makes an entry not run: deleted while pending, or delivered
@@ -174,21 +212,26 @@ impl Runner {
         }
     }
 
-    /// One delivery alone (`payload`: decoded already), then settled.
-    async fn one(&self, d: Delivery, payload: Option<Decoded>) {
+    /// One delivery alone (`payload`: decoded already), then settled; for
+    /// a plain handler that ran, how long it took and how often its future
+    /// was polled, for [`Pacing`].
+    async fn one(&self, d: Delivery, payload: Option<Decoded>) -> Option<(Duration, u32)> {
         let settle = &self.inner.settle;
         if let Some(outcome) = self.screen(&d) {
-            return settle.settle(d, outcome, None).await;
+            settle.settle(d, outcome, None).await;
+            return None;
         }
         let route = Arc::clone(&d.route);
         let h = &*route.handler;
         let started;
+        let mut paced = None;
         let outcome = match h.body() {
             Body::Tx(body) => {
                 let payload = match payload.map_or_else(|| decode(h, body, &d.entry), Ok) {
                     Ok(p) => p,
                     Err(reason) => {
-                        return settle.settle(d, Outcome::Undecodable(reason), None).await;
+                        settle.settle(d, Outcome::Undecodable(reason), None).await;
+                        return None;
                     }
                 };
                 started = Instant::now();
@@ -200,12 +243,20 @@ impl Runner {
                 let run = match start_plain(h, body, &d.entry) {
                     Ok(run) => run,
                     Err(reason) => {
-                        return settle.settle(d, Outcome::Undecodable(reason), None).await;
+                        settle.settle(d, Outcome::Undecodable(reason), None).await;
+                        return None;
                     }
                 };
                 started = Instant::now();
                 let deadline = tokio::time::Instant::now() + route.timeout;
-                match run_handler(move || run, deadline).await {
+                let polls = AtomicU32::new(0);
+                let run = Counted {
+                    inner: run,
+                    polls: &polls,
+                };
+                let ran = run_handler(move || run, deadline).await;
+                paced = Some((started.elapsed(), polls.into_inner()));
+                match ran {
                     Ran::Ok => Outcome::Committed,
                     Ran::Err(e) => handler_error(&e),
                     Ran::Panicked(m) => {
@@ -219,6 +270,7 @@ impl Runner {
             }
         };
         settle.settle(d, outcome, Some(started.elapsed())).await;
+        paced
     }
 
     /// Begin, the ledger rows of all, every handler, commit; `Err` (rolled
