@@ -38,12 +38,39 @@ pub(crate) enum Command {
     Locks(LocksArgs),
 }
 
-/// Where Redis is.
+/// Where Redis is: one node, or a cluster.
 #[derive(Debug, Args)]
 pub(crate) struct RedisArgs {
     /// Redis URL, `redis://[user:password@]host[:port][/db]`.
     #[arg(long, env = "SAFESYNC_REDIS_URL", hide_env_values = true, default_value = DEFAULT_REDIS_URL)]
     pub(crate) redis_url: String,
+    /// A Redis Cluster instead: seed node URLs, comma-separated
+    /// (`redis://host:port,redis://host:port`; `rediss://` for TLS); any
+    /// reachable node finds the rest. Takes the place of `--redis-url`.
+    #[arg(
+        long,
+        env = "SAFESYNC_REDIS_CLUSTER",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub(crate) redis_cluster: Vec<String>,
+}
+
+impl RedisArgs {
+    /// The Redis handle: the cluster when seeds are given, else the node.
+    pub(crate) fn connect(&self) -> safesync_core::Result<safesync_queue::Redis> {
+        if self.redis_cluster.is_empty() {
+            safesync_queue::client(&self.redis_url)
+        } else {
+            safesync_queue::cluster(&self.redis_cluster)
+        }
+    }
+
+    /// Every URL given, for the passwords never to print.
+    pub(crate) fn urls(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.redis_url.as_str())
+            .chain(self.redis_cluster.iter().map(String::as_str))
+    }
 }
 
 /// A database URL.

@@ -11,6 +11,8 @@
 //!
 //! URLs come from flags or the library's environment variables:
 //! `--redis-url` / `SAFESYNC_REDIS_URL` (default `redis://127.0.0.1:6379`),
+//! or for a Redis Cluster `--redis-cluster` / `SAFESYNC_REDIS_CLUSTER`
+//! (seed URLs, comma-separated; it takes the place of the single URL),
 //! `--db` / `DATABASE_URL`. Passwords never appear in the output.
 //!
 //! Exit codes: 0 success, 1 an error (printed on stderr as `error: …`),
@@ -88,14 +90,16 @@ async fn run(command: &Command) -> safesync_core::Result<Output> {
 fn secrets(command: &Command) -> Secrets {
     let mut s = Secrets::default();
     match command {
-        Command::Queue(QueueCommand::Health { redis, .. }) => s.add_url(&redis.redis_url),
+        Command::Queue(QueueCommand::Health { redis, .. }) => {
+            redis.urls().for_each(|u| s.add_url(u))
+        }
         Command::Queue(QueueCommand::Pending { at, .. })
         | Command::Dlq(
             DlqCommand::List { at }
             | DlqCommand::Show { at, .. }
             | DlqCommand::Replay { at, .. }
             | DlqCommand::Purge { at },
-        ) => s.add_url(&at.redis.redis_url),
+        ) => at.redis.urls().for_each(|u| s.add_url(u)),
         Command::Ledger(args::LedgerCommand::Prune { db, .. }) => s.add_url(&db.url),
         Command::Locks(args) => s.add_url(&args.db.url),
     }

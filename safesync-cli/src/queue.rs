@@ -22,11 +22,11 @@ pub(crate) async fn queue(cmd: &QueueCommand) -> Result<Output> {
             group,
             redis,
         } => {
-            let redis = safesync_queue::client(&redis.redis_url)?;
+            let redis = redis.connect()?;
             health(&redis, stream, group.as_deref()).await
         }
         QueueCommand::Pending { at, limit } => {
-            let redis = safesync_queue::client(&at.redis.redis_url)?;
+            let redis = at.redis.connect()?;
             pending(&redis, at, *limit).await
         }
     }
@@ -159,7 +159,7 @@ async fn pending(redis: &Redis, at: &GroupArgs, limit: usize) -> Result<Output> 
 pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
     match cmd {
         DlqCommand::List { at } => {
-            let redis = safesync_queue::client(&at.redis.redis_url)?;
+            let redis = at.redis.connect()?;
             let dead = safesync_queue::dead_letters(&redis, &at.stream, &at.group).await?;
             if dead.is_empty() {
                 group_exists(&redis, at).await?;
@@ -167,12 +167,12 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
             Ok(list(at, &dead))
         }
         DlqCommand::Show { id, at } => {
-            let redis = safesync_queue::client(&at.redis.redis_url)?;
+            let redis = at.redis.connect()?;
             let dead = safesync_queue::dead_letter(&redis, &at.stream, &at.group, id).await?;
             Ok(show(&dead))
         }
         DlqCommand::Replay { id, all, at } => {
-            let redis = safesync_queue::client(&at.redis.redis_url)?;
+            let redis = at.redis.connect()?;
             let ids = if *all {
                 let dead = safesync_queue::dead_letters(&redis, &at.stream, &at.group).await?;
                 if dead.is_empty() {
@@ -191,7 +191,7 @@ pub(crate) async fn dlq(cmd: &DlqCommand) -> Result<Output> {
             Ok(replay(at, &replayed))
         }
         DlqCommand::Purge { at } => {
-            let redis = safesync_queue::client(&at.redis.redis_url)?;
+            let redis = at.redis.connect()?;
             let n = safesync_queue::purge_dead_letters(&redis, &at.stream, &at.group).await?;
             if n == 0 {
                 group_exists(&redis, at).await?;

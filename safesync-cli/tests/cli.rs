@@ -14,6 +14,12 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+// The private Redis Cluster of the root crate's tests (its module is gated
+// on a feature this crate does not have).
+#[allow(dead_code, unreachable_pub)] // reason: helpers this crate's tests do not use; pub for the root crate's tests
+#[path = "../../tests/common/cluster.rs"]
+mod cluster;
+
 use std::process::Command;
 use std::str::FromStr as _;
 use std::time::{Duration, Instant};
@@ -67,6 +73,7 @@ fn safesync(args: &[&str]) -> Run {
         .args(args)
         .env_remove("DATABASE_URL")
         .env_remove("SAFESYNC_REDIS_URL")
+        .env_remove("SAFESYNC_REDIS_CLUSTER")
         .output()
         .expect("the binary runs");
     Run {
@@ -153,6 +160,15 @@ impl Handler for Bill {
 /// group has `per_group` dead letters.
 async fn dead_letter_in_both_groups(stream: &'static str, per_group: usize) {
     let redis = safesync::queue::client(&redis_url()).unwrap();
+    dead_letter_in_both_groups_on(&redis, stream, per_group).await;
+}
+
+/// [`dead_letter_in_both_groups`] on `redis`, a node or a cluster.
+async fn dead_letter_in_both_groups_on(
+    redis: &safesync::queue::Redis,
+    stream: &'static str,
+    per_group: usize,
+) {
     let db = Db::connect("sqlite::memory:").await.unwrap();
     let stop = CancellationToken::new();
     let worker = tokio::spawn(
@@ -169,7 +185,6 @@ async fn dead_letter_in_both_groups(stream: &'static str, per_group: usize) {
             .max_deliveries(1)
             .run(stop.clone()),
     );
-    let redis = &redis;
     wait_for("the dead letters", Duration::from_secs(20), || async move {
         let mut counts = Vec::new();
         for g in ["billing", "audit"] {
@@ -718,6 +733,82 @@ async fn dlq_lists_shows_replays_and_purges_one_groups_dead_letters() {
 /// `purge` deletes only its own group's dead letters: in its own key, and
 /// in the key every group shared before (`<stream>:dead`, where older
 /// versions wrote them; set up here as they wrote them).
+/// `--redis-cluster` / `SAFESYNC_REDIS_CLUSTER`: the commands reach a
+/// Redis Cluster through its seeds (a private 3 + 3 cluster; the shared
+/// Redis at the default URL does not have the stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_reach_a_redis_cluster_through_its_seeds() {
+    let cluster = tokio::task::spawn_blocking(cluster::Cluster::start)
+        .await
+        .unwrap();
+    let seeds = cluster.urls().join(",");
+    let redis = cluster.redis();
+    let stream: &'static str = Box::leak(unique("cli_cluster").into_boxed_str());
+    let orders: Stream<OrderPlaced> = Stream::new(stream);
+    for id in [1, 13, 2] {
+        orders
+            .send(&redis, &OrderPlaced { order_id: id })
+            .await
+            .unwrap();
+    }
+    dead_letter_in_both_groups_on(&redis, stream, 1).await;
+
+    let health = safesync(&[
+        "queue",
+        "health",
+        "--stream",
+        stream,
+        "--redis-cluster",
+        &seeds,
+        "--json",
+    ])
+    .ok()
+    .json();
+    let groups = health["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{health}");
+    for g in groups {
+        assert_eq!(
+            (&g["length"], &g["pending"], &g["dead_letters"]),
+            (&3.into(), &0.into(), &1.into()),
+            "{health}"
+        );
+    }
+    let list = safesync(&[
+        "dlq",
+        "list",
+        "--stream",
+        stream,
+        "--group",
+        "billing",
+        "--redis-cluster",
+        &seeds,
+        "--json",
+    ])
+    .ok()
+    .json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // The environment variable does what the flag does.
+    let out = Command::new(env!("CARGO_BIN_EXE_safesync"))
+        .args(["dlq", "purge", "--stream", stream, "--group", "billing"])
+        .env("SAFESYNC_REDIS_CLUSTER", &seeds)
+        .env_remove("SAFESYNC_REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let left = |g: &'static str| {
+        let redis = redis.clone();
+        async move {
+            safesync::queue::dead_letters(&redis, stream, g)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(left("billing").await, 0, "purged");
+    assert_eq!(left("audit").await, 1, "the other group's stay");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dlq_purge_leaves_other_groups_dead_letters() {
     let stream: &'static str = Box::leak(unique("cli_purge").into_boxed_str());
