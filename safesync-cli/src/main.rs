@@ -91,7 +91,7 @@ fn secrets(command: &Command) -> Secrets {
     let mut s = Secrets::default();
     match command {
         Command::Queue(QueueCommand::Health { redis, .. }) => {
-            redis.urls().for_each(|u| s.add_url(u))
+            redis.urls().for_each(|u| s.add_url(u));
         }
         Command::Queue(QueueCommand::Pending { at, .. })
         | Command::Dlq(
