@@ -54,8 +54,8 @@ pub(crate) const TASK_BUDGET: Duration = Duration::from_micros(100);
 /// per slot; a plain handler's read ahead of the free slots are shared out
 /// among them (`read` entries over `free` slots), each task handling its
 /// share in turn, as the slot would anyway, without a task per entry —
-/// and when the handler is quick (`per_entry`, the slowest time per entry
-/// seen lately, well under [`TASK_BUDGET`]; see [`super::pace`]), in larger
+/// and when the handler is quick (`per_entry`, its mean time per entry
+/// lately, well under [`TASK_BUDGET`]; see [`super::pace`]), in larger
 /// shares of about that budget's work, so that fewer tasks carry the same
 /// entries.
 pub(crate) fn task_size(

@@ -18,14 +18,37 @@ use std::time::{Duration, Instant};
 
 use super::dispatch::TASK_BUDGET;
 
-/// The runs of one window.
+/// Runs of one plain handler: those of a message task, or of a window.
 #[derive(Debug, Default, Clone, Copy)]
-struct Window {
+pub(crate) struct Runs {
     /// Time of the runs that finished in their first poll, and how many.
     took: Duration,
-    runs: u32,
-    /// A run whose future went pending.
-    waited: bool,
+    quick: u32,
+    /// A run went pending.
+    pub(crate) waited: bool,
+}
+
+impl Runs {
+    /// One run took `took` and was polled `polls` times.
+    pub(crate) fn add(&mut self, took: Duration, polls: u32) {
+        if polls <= 1 {
+            self.took = self.took.saturating_add(took);
+            self.quick = self.quick.saturating_add(1);
+        } else {
+            self.waited = true;
+        }
+    }
+
+    /// True when no run was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.quick == 0 && !self.waited
+    }
+
+    fn merge(&mut self, other: Runs) {
+        self.took = self.took.saturating_add(other.took);
+        self.quick = self.quick.saturating_add(other.quick);
+        self.waited |= other.waited;
+    }
 }
 
 /// How quick one plain handler is lately: over this window of
@@ -38,8 +61,8 @@ struct Window {
 struct Pace {
     /// The window `current` belongs to, counted from the start.
     window: u64,
-    current: Window,
-    previous: Window,
+    current: Runs,
+    previous: Runs,
 }
 
 impl Pace {
@@ -54,22 +77,18 @@ impl Pace {
         let now = Self::window_of(elapsed);
         if now == self.window.saturating_add(1) {
             self.previous = self.current;
-            self.current = Window::default();
+            self.current = Runs::default();
         } else if now > self.window {
-            self.previous = Window::default();
-            self.current = Window::default();
+            self.previous = Runs::default();
+            self.current = Runs::default();
         }
         self.window = self.window.max(now);
     }
 
-    /// `runs` runs that finished in their first poll took `took` in all;
-    /// `waited`: another one went pending.
-    fn record(&mut self, elapsed: Duration, took: Duration, runs: u32, waited: bool) {
+    /// Adds `runs` to this window.
+    fn record(&mut self, elapsed: Duration, runs: Runs) {
         self.advance(elapsed);
-        let w = &mut self.current;
-        w.took = w.took.saturating_add(took);
-        w.runs = w.runs.saturating_add(runs);
-        w.waited |= waited;
+        self.current.merge(runs);
     }
 
     /// The time per entry lately: [`TASK_BUDGET`] when a run waited,
@@ -80,8 +99,8 @@ impl Pace {
         if c.waited || p.waited {
             return Some(TASK_BUDGET);
         }
-        let runs = c.runs.saturating_add(p.runs);
-        (runs > 0).then(|| c.took.saturating_add(p.took) / runs)
+        let quick = c.quick.saturating_add(p.quick);
+        (quick > 0).then(|| c.took.saturating_add(p.took) / quick)
     }
 }
 
@@ -99,7 +118,7 @@ impl Pacing {
         }
     }
 
-    /// The slowest time per entry of `route`'s handler lately.
+    /// The time per entry of `route`'s handler lately (see [`Pace`]).
     pub(crate) fn per_entry(&self, route: usize) -> Option<Duration> {
         let elapsed = self.started.elapsed();
         self.paces
@@ -109,37 +128,11 @@ impl Pacing {
             .and_then(|p| p.per_entry(elapsed))
     }
 
-    /// Runs of `route`'s handler: `quick` of them finished in their first
-    /// poll and took `took` in all; `waited`: another went pending.
-    pub(crate) fn record(&self, route: usize, took: Duration, quick: u32, waited: bool) {
+    /// Adds `runs` of `route`'s handler.
+    pub(crate) fn record(&self, route: usize, runs: Runs) {
         let elapsed = self.started.elapsed();
         if let Ok(mut paces) = self.paces.lock() {
-            paces
-                .entry(route)
-                .or_default()
-                .record(elapsed, took, quick, waited);
-        }
-    }
-}
-
-/// What the runs of one message task came to, for [`Pacing::record`].
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Runs {
-    /// Time of the runs that finished in their first poll, and how many.
-    pub(crate) took: Duration,
-    pub(crate) quick: u32,
-    /// A run went pending.
-    pub(crate) waited: bool,
-}
-
-impl Runs {
-    /// One run took `took` and was polled `polls` times.
-    pub(crate) fn add(&mut self, took: Duration, polls: u32) {
-        if polls <= 1 {
-            self.took = self.took.saturating_add(took);
-            self.quick = self.quick.saturating_add(1);
-        } else {
-            self.waited = true;
+            paces.entry(route).or_default().record(elapsed, runs);
         }
     }
 }
@@ -170,20 +163,28 @@ mod tests {
     const US: Duration = Duration::from_micros(1);
     const MS: Duration = Duration::from_millis(1);
 
+    fn runs(took: Duration, quick: u32, waited: bool) -> Runs {
+        Runs {
+            took,
+            quick,
+            waited,
+        }
+    }
+
     #[test]
     fn quick_runs_give_their_mean_and_one_that_waited_keeps_shares_fair_a_window_at_least() {
         let mut pace = Pace::default();
         let at = |ms: u64| Duration::from_millis(ms);
         assert_eq!(pace.per_entry(at(0)), None, "nothing seen yet");
-        pace.record(at(10), 64 * US, 64, false);
+        pace.record(at(10), runs(64 * US, 64, false));
         assert_eq!(pace.per_entry(at(20)), Some(US));
         // One preempted run among many moves the mean, not the verdict.
-        pace.record(at(30), 64 * US + 40 * US, 64, false);
+        pace.record(at(30), runs(64 * US + 40 * US, 64, false));
         assert_eq!(pace.per_entry(at(40)), Some(168 * US / 128));
-        pace.record(at(50), 10 * US, 10, true);
+        pace.record(at(50), runs(10 * US, 10, true));
         assert_eq!(pace.per_entry(at(60)), Some(TASK_BUDGET), "a run waited");
         // The next window still remembers it.
-        pace.record(at(1_100), 64 * US, 64, false);
+        pace.record(at(1_100), runs(64 * US, 64, false));
         assert_eq!(pace.per_entry(at(1_900)), Some(TASK_BUDGET));
         // The window after: only what the last window saw.
         assert_eq!(pace.per_entry(at(2_100)), Some(US));
@@ -193,12 +194,14 @@ mod tests {
 
     #[test]
     fn runs_that_waited_count_apart() {
-        let mut runs = Runs::default();
-        runs.add(3 * US, 1);
-        runs.add(5 * US, 1);
-        assert_eq!((runs.took, runs.quick, runs.waited), (8 * US, 2, false));
-        runs.add(MS, 2);
-        assert_eq!((runs.took, runs.quick, runs.waited), (8 * US, 2, true));
+        let mut r = Runs::default();
+        assert!(r.is_empty());
+        r.add(3 * US, 1);
+        r.add(5 * US, 1);
+        assert_eq!((r.took, r.quick, r.waited), (8 * US, 2, false));
+        r.add(MS, 2);
+        assert_eq!((r.took, r.quick, r.waited), (8 * US, 2, true));
+        assert!(!r.is_empty());
     }
 
     #[tokio::test]

@@ -104,8 +104,8 @@ impl Runner {
         }
     }
 
-    /// The slowest time per entry of route `route`'s plain handler lately
-    /// (see [`Pacing`]).
+    /// The time per entry of route `route`'s plain handler lately (see
+    /// [`Pacing`]).
     pub(crate) fn per_entry(&self, route: usize) -> Option<Duration> {
         self.inner.pacing.per_entry(route)
     }
@@ -129,27 +129,20 @@ impl Runner {
         let body = match h.body() {
             Body::Tx(body) if group.len() > 1 => body,
             _ => {
-                // Alone, or a plain handler's share one after another; the
-                // slowest plain run paces the next shares.
+                // Alone, or a plain handler's share one after another,
+                // until a run waits; the plain runs pace the next shares.
                 let mut runs = Runs::default();
-                let mut plain = false;
                 let mut group = group.into_iter();
                 for d in group.by_ref() {
                     if let Some((took, polls)) = self.one(d, None).await {
                         runs.add(took, polls);
-                        plain = true;
-                        if polls > 1 {
+                        if runs.waited {
                             break;
                         }
                     }
                 }
-                if plain {
-                    let Runs {
-                        took,
-                        quick,
-                        waited,
-                    } = runs;
-                    self.inner.pacing.record(route.index, took, quick, waited);
+                if !runs.is_empty() {
+                    self.inner.pacing.record(route.index, runs);
                 }
                 return group.collect();
             }
